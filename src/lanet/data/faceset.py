@@ -1,0 +1,144 @@
+"""FaceSet: the one in-memory form every dataset loader produces.
+
+Data flow: dataset on disk --(loader)--> FaceSet --(noise)--> training labels --(sampler, augmentation)-->
+batches. A FaceSet holds every split of a dataset at one image size, so noise, landmarks and caches can
+address images by a single index.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from ..classes import class_names
+from ..errors import LanetError
+
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+
+
+@dataclass
+class FaceSet:
+    """Images with labels, optional crowd votes and landmarks, and a split per image.
+
+    Attributes:
+        images: ``N x H x W x C`` uint8, C = 1 (grayscale) or 3 (RGB); all images share one size.
+        labels: ``N`` int64 class ids in the canonical order of :mod:`lanet.classes` (the dataset's own
+            labels; training-label noise is applied later and recorded separately).
+        split: ``N`` int8 index into :data:`SPLITS` (0 train, 1 val, 2 test).
+        names: ``N`` source file names as the dataset names them (e.g. ``fer0000000.png``).
+        num_classes: 7 or 8.
+        votes: optional ``N x num_classes`` float32 vote counts per canonical class (FERPlus's 10
+            annotators); the human label distribution is ``votes / votes.sum(1)``.
+        landmarks: optional ``N x P x 2`` float32 (x, y) pixel coordinates in the stored image.
+        landmark_found: optional ``N`` bool, False where the detector found no face and a fixed face box
+            was used instead.
+        name: dataset name (``ferplus``, ``rafdb``, ``affectnet8``, ``synthetic``, ...).
+        meta: free-form provenance (root folder, protocol, counts of dropped images, ...).
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    split: np.ndarray
+    names: np.ndarray
+    num_classes: int
+    votes: np.ndarray | None = None
+    landmarks: np.ndarray | None = None
+    landmark_found: np.ndarray | None = None
+    name: str = "dataset"
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        n = len(self.images)
+        if self.images.ndim != 4 or self.images.dtype != np.uint8 or self.images.shape[-1] not in (1, 3):
+            raise LanetError(f"{self.name}: images must be N x H x W x C uint8 with C in (1, 3), got "
+                             f"{self.images.shape} {self.images.dtype}")
+        self.labels = np.asarray(self.labels, dtype=np.int64)
+        self.split = np.asarray(self.split, dtype=np.int8)
+        self.names = np.asarray(self.names, dtype=object)
+        for key in ("labels", "split", "names"):
+            if len(getattr(self, key)) != n:
+                raise LanetError(f"{self.name}: {key} has {len(getattr(self, key))} entries for {n} images")
+        if n and (self.labels.min() < 0 or self.labels.max() >= self.num_classes):
+            raise LanetError(f"{self.name}: labels outside 0..{self.num_classes - 1}")
+        if self.votes is not None:
+            self.votes = np.asarray(self.votes, dtype=np.float32)
+            if self.votes.shape != (n, self.num_classes):
+                raise LanetError(f"{self.name}: votes must be {n} x {self.num_classes}, got {self.votes.shape}")
+        if self.landmarks is not None:
+            self.set_landmarks(self.landmarks, self.landmark_found)
+
+    # ------------------------------------------------------------------ views
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return int(self.images.shape[1]), int(self.images.shape[2])
+
+    @property
+    def channels(self) -> int:
+        return int(self.images.shape[3])
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return class_names(self.num_classes)
+
+    @property
+    def num_landmarks(self) -> int:
+        return 0 if self.landmarks is None else int(self.landmarks.shape[1])
+
+    def indices(self, split: str) -> np.ndarray:
+        """Indices of the images in ``split`` (``train``, ``val`` or ``test``)."""
+        if split not in SPLITS:
+            raise LanetError(f"unknown split {split!r}; expected one of {SPLITS}")
+        return np.flatnonzero(self.split == SPLITS.index(split))
+
+    def human_distribution(self) -> np.ndarray | None:
+        """Votes normalised to a distribution per image (rows without votes become uniform)."""
+        if self.votes is None:
+            return None
+        total = self.votes.sum(1, keepdims=True)
+        uniform = np.full_like(self.votes, 1.0 / self.num_classes)
+        return np.where(total > 0, self.votes / np.maximum(total, 1e-12), uniform)
+
+    def subset(self, index: np.ndarray) -> FaceSet:
+        """A new FaceSet holding only ``index`` (in that order)."""
+        index = np.asarray(index, dtype=np.int64)
+
+        def take(a: np.ndarray | None) -> np.ndarray | None:
+            return None if a is None else a[index]
+
+        return replace(
+            self,
+            images=self.images[index],
+            labels=self.labels[index],
+            split=self.split[index],
+            names=self.names[index],
+            votes=take(self.votes),
+            landmarks=take(self.landmarks),
+            landmark_found=take(self.landmark_found),
+            meta=dict(self.meta),
+        )
+
+    def set_landmarks(self, landmarks: np.ndarray, found: np.ndarray | None = None) -> None:
+        """Attach ``N x P x 2`` landmarks (pixel coordinates of the stored images)."""
+        landmarks = np.asarray(landmarks, dtype=np.float32)
+        if landmarks.ndim != 3 or landmarks.shape[0] != len(self) or landmarks.shape[2] != 2:
+            raise LanetError(f"{self.name}: landmarks must be {len(self)} x P x 2, got {landmarks.shape}")
+        self.landmarks = landmarks
+        self.landmark_found = (np.ones(len(self), dtype=bool) if found is None
+                               else np.asarray(found, dtype=bool).reshape(len(self)))
+
+    def summary(self) -> str:
+        parts = [f"{self.name}: {len(self)} images {self.image_size[0]}x{self.image_size[1]}x{self.channels}"]
+        for s in SPLITS:
+            k = int((self.split == SPLITS.index(s)).sum())
+            if k:
+                parts.append(f"{s} {k}")
+        if self.landmarks is not None:
+            parts.append(f"{self.num_landmarks} landmarks")
+        if self.votes is not None:
+            parts.append("votes")
+        return ", ".join(parts)
