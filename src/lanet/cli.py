@@ -1,0 +1,223 @@
+"""The ``lanet`` command line: prepare, train, evaluate, demo, methods, config.
+
+Every option maps onto one configuration key (``lanet config`` prints them all); ``-o key=value`` sets any
+key, including method hyperparameters (``-o method.params.K=12``). Errors a user can cause print one line
+and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from .config import Config, load_config, reference
+from .errors import LanetError
+
+# flag -> (config key, help). Values given on the command line override the YAML file.
+_DATA_FLAGS: dict[str, tuple[str, str]] = {
+    "--dataset": ("data.name", "dataset: synthetic | ferplus | rafdb | affectnet7 | affectnet8 | csv | folders"),
+    "--root": ("data.root", "dataset folder (or CSV file for --dataset csv)"),
+    "--protocol": ("data.protocol", "FERPlus label protocol: paper | majority"),
+    "--image-size": ("data.image_size", "network input size in pixels (48..224)"),
+    "--channels": ("data.channels", "1 grayscale, 3 RGB, 0 = the dataset's own"),
+    "--labels": ("data.labels", "CSV name,label replacing the training labels"),
+    "--landmarks": ("data.landmarks", "auto | none | path to a landmark file"),
+    "--cache-dir": ("data.cache_dir", "cache folder for decoded images and landmarks (default ~/.cache/lanet)"),
+    "--limit": ("data.limit", "at most this many images per split (0 = all)"),
+}
+_TRAIN_FLAGS: dict[str, tuple[str, str]] = {
+    "--method": ("method.name", "training method (see `lanet methods`)"),
+    "--noise": ("noise.type", "label noise: none | symmetric | asymmetric | annotator"),
+    "--noise-rate": ("noise.rate", "fraction of training labels to corrupt"),
+    "--arch": ("model.arch", "backbone: resnet18 | resnet50"),
+    "--pretrained": ("model.pretrained", "pretrained state dict to load by key mapping"),
+    "--epochs": ("train.epochs", "training epochs"),
+    "--batch-size": ("train.batch_size", "global batch size"),
+    "--lr": ("train.lr", "Adam learning rate (linear decay to 0 per step)"),
+    "--seed": ("train.seed", "random seed"),
+    "--device": ("train.device", "auto | cpu | cuda"),
+    "--threads": ("train.threads", "CPU threads (0 = all cores)"),
+    "--balanced": ("augment.balanced", "progressively balanced sampling: true | false"),
+}
+
+
+def _add_flags(p: argparse.ArgumentParser, flags: dict[str, tuple[str, str]]) -> None:
+    for flag, (key, help_) in flags.items():
+        p.add_argument(flag, dest=key, default=None, metavar="V", help=f"{help_} [{key}]")
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", default=None, help="YAML configuration file (see `lanet config`)")
+    p.add_argument("-o", "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any configuration key, e.g. -o train.epochs=5 -o method.params.K=12")
+
+
+def _build_config(args: argparse.Namespace, extra: list[str] | None = None) -> Config:
+    overrides = list(extra or [])
+    for flags in (_DATA_FLAGS, _TRAIN_FLAGS):
+        for key, _ in flags.values():
+            value = getattr(args, key, None)
+            if value is not None:
+                overrides.append(f"{key}={value}")
+    overrides += args.overrides
+    return load_config(args.config, overrides)
+
+
+# ---------------------------------------------------------------------------------------------- commands
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from .data.loaders import load_faceset
+    from .landmarks.provider import ensure_landmarks, landmark_stats
+
+    cfg = _build_config(args)
+    fs = load_faceset(cfg.data)
+    print(fs.summary())
+    for k, v in fs.meta.items():
+        if isinstance(v, (int, float, str)):
+            print(f"  {k}: {v}")
+    if cfg.data.landmarks != "none":
+        ensure_landmarks(fs, cfg.data.landmarks or "auto", cfg.data.cache_dir, progress=True)
+        print("landmarks:", json.dumps(landmark_stats(fs)))
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train.trainer import train
+
+    cfg = _build_config(args)
+    summary = train(cfg, args.out, resume=args.resume, progress=not args.quiet)
+    if summary:
+        _print_summary(summary)
+    return 0
+
+
+def _print_summary(s: dict[str, Any]) -> None:
+    sel = s.get("test_accuracy_val_selected")
+    sel_txt = "n/a (no validation split)" if sel is None else f"{100 * sel:.2f}% (epoch {s['val_selected_epoch']})"
+    print(f"{s['method']} on {s['dataset']} ({s['noise']['type']} noise {s['noise']['rate']:.0%}, realised "
+          f"{s['realised_noise_rate']:.1%}): test accuracy final {100 * s['test_accuracy']:.2f}%, "
+          f"validation-selected {sel_txt}, mean class {100 * s['mean_class_accuracy']:.2f}%, "
+          f"{s['train_images_per_second']:.0f} train img/s")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .train.evaluate import evaluate_run
+
+    res = evaluate_run(args.run_dir, device=args.device, root=args.root or "", batch_size=args.batch_size)
+    for tag, entry in res.items():
+        parts = [f"{tag} (epoch {entry['epoch']})"]
+        for split in ("val", "test"):
+            if split in entry:
+                m = entry[split]
+                parts.append(f"{split} {100 * m['accuracy']:.2f}% (mean class {100 * m['mean_class_accuracy']:.2f}%)")
+        print("  ".join(parts))
+    print(f"written {Path(args.run_dir) / 'evaluation.json'}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    run_demo(out=args.out, methods=args.methods.split(",") if args.methods else None, epochs=args.epochs,
+             size=args.size, device=args.device, progress=not args.quiet)
+    return 0
+
+
+def cmd_methods(args: argparse.Namespace) -> int:
+    from dataclasses import fields
+
+    from .methods.registry import available, get_method_class
+
+    for name in available():
+        cls = get_method_class(name)
+        params = ", ".join(f"{f.name}={getattr(cls.Params(), f.name)!r}" for f in fields(cls.Params))
+        doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+        print(f"{name}: {doc}\n    params: {params or '(none)'}")
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    print(reference())
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    fmt = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(prog="lanet", description="Noise-robust facial expression recognition "
+                                     "(LA-Net, ICCV 2023) with real datasets, label noise and peers.")
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = parser.add_subparsers(dest="command")
+
+    p = sub.add_parser("prepare", formatter_class=fmt, help="load a dataset, cache it, extract landmarks",
+                       description="Load a dataset into the image cache and extract (or load) 68-point "
+                       "landmarks, caching both so training starts instantly.",
+                       epilog="Configuration keys:\n" + reference())
+    _add_config_args(p)
+    _add_flags(p, _DATA_FLAGS)
+    p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("train", formatter_class=fmt, help="train a method and write a run directory",
+                       description="Train a method (baseline, lanet, ...) and write RUN_DIR with config.yaml, "
+                       "metrics.jsonl, checkpoints and summary.json. Works under torchrun.",
+                       epilog="Configuration keys (set with -o KEY=VALUE or in --config):\n" + reference())
+    _add_config_args(p)
+    _add_flags(p, _DATA_FLAGS)
+    _add_flags(p, _TRAIN_FLAGS)
+    p.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory to write")
+    p.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from its last checkpoint")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="re-evaluate a saved run",
+                       description="Re-evaluate RUN_DIR's exported classifiers (final and validation-selected) "
+                       "on the validation and test splits; writes RUN_DIR/evaluation.json.")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by `lanet train`")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--root", default="", help="dataset folder, if it moved since training")
+    p.add_argument("--batch-size", type=int, default=256, help="evaluation batch size")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("demo", help="train on built-in synthetic faces with 30%% label noise",
+                       description="Generate the built-in synthetic face dataset, inject 30%% symmetric label "
+                       "noise, train each method and report clean test accuracy side by side.")
+    p.add_argument("--out", default="runs/demo", help="folder for the run directories and summary.json")
+    p.add_argument("--methods", default="", help="comma-separated methods (default: baseline and lanet)")
+    p.add_argument("--epochs", type=int, default=0, help="epochs per method (0 = the demo's default)")
+    p.add_argument("--size", type=int, default=0, help="number of synthetic images (0 = the demo's default)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("methods", help="list registered methods and their hyperparameters")
+    p.set_defaults(func=cmd_methods)
+    p = sub.add_parser("config", help="print every configuration key with its default and meaning")
+    p.set_defaults(func=cmd_config)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        from . import __version__
+
+        print(__version__)
+        return 0
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except LanetError as exc:
+        print(f"lanet: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("lanet: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

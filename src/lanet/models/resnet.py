@@ -1,0 +1,210 @@
+"""ResNet-18/50 written for FER inputs from 48x48 to 224x224, grayscale or RGB, with no torchvision.
+
+Layer names follow the common ResNet convention (``conv1``, ``bn1``, ``layer1..4``, ``fc``) so checkpoints
+distributed by FER projects (MS-Celeb-1M ResNet-18 and the like) load by key mapping
+(:func:`load_pretrained`). ``forward_features`` / ``forward_head`` split as in timm.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..errors import LanetError
+
+
+class BasicBlock(nn.Module):
+    expansion = 1
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None):
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = downsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = F.relu(self.bn1(self.conv1(x)), inplace=True)
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + identity, inplace=True)
+
+
+class Bottleneck(nn.Module):
+    expansion = 4
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None):
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = nn.Conv2d(planes, planes * 4, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(planes * 4)
+        self.downsample = downsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = F.relu(self.bn1(self.conv1(x)), inplace=True)
+        out = F.relu(self.bn2(self.conv2(out)), inplace=True)
+        out = self.bn3(self.conv3(out))
+        return F.relu(out + identity, inplace=True)
+
+
+def make_layer(block: type, inplanes: int, planes: int, blocks: int, stride: int) -> nn.Sequential:
+    downsample = None
+    if stride != 1 or inplanes != planes * block.expansion:
+        downsample = nn.Sequential(nn.Conv2d(inplanes, planes * block.expansion, 1, stride, bias=False),
+                                   nn.BatchNorm2d(planes * block.expansion))
+    layers = [block(inplanes, planes, stride, downsample)]
+    layers += [block(planes * block.expansion, planes) for _ in range(1, blocks)]
+    return nn.Sequential(*layers)
+
+
+class ResNet(nn.Module):
+    """ResNet classifier. ``forward(x)`` gives N x num_classes logits for N x in_chans x H x W input."""
+
+    def __init__(self, block: type, layers: list[int], num_classes: int = 8, in_chans: int = 3,
+                 dropout: float = 0.0):
+        super().__init__()
+        self.block = block
+        self.layers_cfg = list(layers)
+        self.in_chans = in_chans
+        self.num_classes = num_classes
+        self.conv1 = nn.Conv2d(in_chans, 64, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        self.layer1 = make_layer(block, 64, 64, layers[0], 1)
+        self.layer2 = make_layer(block, 64 * block.expansion, 128, layers[1], 2)
+        self.layer3 = make_layer(block, 128 * block.expansion, 256, layers[2], 2)
+        self.layer4 = make_layer(block, 256 * block.expansion, 512, layers[3], 2)
+        self.num_features = 512 * block.expansion
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.fc = nn.Linear(self.num_features, num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        # zero-init the last BN of each residual branch: every block starts as identity
+        for m in self.modules():
+            if isinstance(m, Bottleneck):
+                nn.init.zeros_(m.bn3.weight)
+            elif isinstance(m, BasicBlock):
+                nn.init.zeros_(m.bn2.weight)
+
+    def stem(self, x: torch.Tensor) -> torch.Tensor:
+        return self.maxpool(F.relu(self.bn1(self.conv1(x)), inplace=True))  # N x 64 x H/4 x W/4
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.layer1(self.stem(x))
+        return self.layer4(self.layer3(self.layer2(x)))  # N x F x H/32 x W/32
+
+    def pool(self, fmap: torch.Tensor) -> torch.Tensor:
+        return torch.flatten(F.adaptive_avg_pool2d(fmap, 1), 1)  # N x F
+
+    def forward_head(self, feat: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.dropout(feat))  # N x num_classes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.pool(self.forward_features(x)))
+
+
+ARCHS: dict[str, Callable[..., ResNet]] = {
+    "resnet18": lambda **kw: ResNet(BasicBlock, [2, 2, 2, 2], **kw),
+    "resnet34": lambda **kw: ResNet(BasicBlock, [3, 4, 6, 3], **kw),
+    "resnet50": lambda **kw: ResNet(Bottleneck, [3, 4, 6, 3], **kw),
+}
+
+
+def create_model(arch: str, num_classes: int, in_chans: int, dropout: float = 0.0, pretrained: str = "") -> ResNet:
+    """Create a ResNet by name; ``pretrained`` is a path to a checkpoint loaded with :func:`load_pretrained`."""
+    if arch not in ARCHS:
+        raise LanetError(f"unknown architecture {arch!r}; expected one of {', '.join(ARCHS)}")
+    model = ARCHS[arch](num_classes=num_classes, in_chans=in_chans, dropout=dropout)
+    if pretrained:
+        load_pretrained(model, pretrained)
+    return model
+
+
+_PREFIXES = ("module.", "model.", "backbone.", "base.", "encoder.", "features.", "net.", "resnet.")
+
+
+def _normalise_key(key: str) -> str:
+    changed = True
+    while changed:
+        changed = False
+        for p in _PREFIXES:
+            if key.startswith(p):
+                key = key[len(p):]
+                changed = True
+    # Caffe-converted and some FER checkpoints name the stem bn "bn_conv1" or put it in a "stem" Sequential
+    key = key.replace("bn_conv1.", "bn1.").replace("stem.0.", "conv1.").replace("stem.1.", "bn1.")
+    return key
+
+
+def adapt_input_conv(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
+    """Turn a conv1 weight made for k input channels into one for ``in_chans`` (sum for 3->1, tile 1->3)."""
+    k = weight.shape[1]
+    if k == in_chans:
+        return weight
+    if in_chans == 1:
+        return weight.sum(1, keepdim=True)
+    reps = -(-in_chans // k)
+    return weight.repeat(1, reps, 1, 1)[:, :in_chans] * (k / in_chans)
+
+
+def map_state_dict(model: nn.Module, state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Map a foreign state dict onto ``model``'s keys; returns (mapped, skipped keys with reasons)."""
+    own = model.state_dict()
+    mapped: dict[str, torch.Tensor] = {}
+    skipped: list[str] = []
+    for key, value in state.items():
+        if not torch.is_tensor(value):
+            continue
+        k = _normalise_key(key)
+        if k not in own:
+            skipped.append(f"{key} (no such parameter)")
+            continue
+        if k == "conv1.weight" and value.ndim == 4:
+            value = adapt_input_conv(value, own[k].shape[1])
+        if value.shape != own[k].shape:
+            skipped.append(f"{key} (shape {tuple(value.shape)} != {tuple(own[k].shape)})")
+            continue
+        mapped[k] = value
+    return mapped, skipped
+
+
+def load_pretrained(model: nn.Module, path: str | Path, strict_backbone: bool = True) -> list[str]:
+    """Load a pretrained checkpoint by key mapping. The classifier is skipped when its shape differs.
+
+    Accepts a raw state dict or a dict holding one under ``state_dict``/``model``/``net``. Raises
+    LanetError when the file is missing/unreadable or (``strict_backbone``) when a backbone weight is
+    missing from the checkpoint. Returns the list of skipped checkpoint keys.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise LanetError(f"pretrained checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure is a user error here
+        raise LanetError(f"cannot read pretrained checkpoint {path}: {exc}") from exc
+    for key in ("state_dict", "model", "net", "model_state"):
+        if isinstance(ckpt, dict) and isinstance(ckpt.get(key), dict):
+            ckpt = ckpt[key]
+            break
+    if not isinstance(ckpt, dict):
+        raise LanetError(f"{path}: expected a state dict")
+    mapped, skipped = map_state_dict(model, ckpt)
+    own = model.state_dict()
+    missing = [k for k in own if k not in mapped and not k.startswith("fc.") and not k.endswith("num_batches_tracked")]
+    if strict_backbone and missing:
+        raise LanetError(f"{path}: checkpoint lacks {len(missing)} backbone tensors, e.g. {missing[:3]}")
+    model.load_state_dict(mapped, strict=False)
+    return skipped

@@ -1,0 +1,47 @@
+"""``lanet evaluate RUN_DIR``: re-evaluate a saved run's exported classifiers on its dataset's splits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..config import config_from_dict
+from ..data.loaders import load_faceset
+from ..errors import LanetError
+from ..models.io import load_classifier
+from .checkpoint import atomic_write_json
+from .trainer import evaluate, make_augment, resolve_device
+
+
+def evaluate_run(run_dir: str | Path, device: str = "auto", root: str = "", batch_size: int = 256) -> dict[str, Any]:
+    """Evaluate ``model_final.pt`` and ``model_val_selected.pt`` (where present) on val and test.
+
+    ``root`` points at the dataset when it has moved since training. Writes RUN_DIR/evaluation.json.
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise LanetError(f"{run_dir} is not a run directory (config.yaml missing)")
+    cfg = config_from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
+    if root:
+        cfg.data.root = root
+    dev = resolve_device(device)
+    fs = load_faceset(cfg.data)
+    aug = make_augment(cfg, fs)
+    results: dict[str, Any] = {}
+    for tag in ("final", "val_selected"):
+        path = run_dir / f"model_{tag}.pt"
+        if not path.is_file():
+            continue
+        model, meta = load_classifier(path, dev)
+        entry: dict[str, Any] = {"epoch": meta["epoch"] + 1}
+        for split in ("val", "test"):
+            idx = fs.indices(split)
+            if len(idx):
+                entry[split] = evaluate(model, fs, idx, aug, dev, batch_size)
+        results[tag] = entry
+    if not results:
+        raise LanetError(f"{run_dir} holds no exported model (model_final.pt); did the run finish?")
+    atomic_write_json(results, run_dir / "evaluation.json")
+    return results
