@@ -81,7 +81,6 @@ def class_id(name_or_id: str | int, num_classes: int = 8) -> int:
     key = str(name_or_id).strip().lower()
     key = _ALIASES.get(key, key)
     if key not in CLASSES[:num_classes]:
-        raise LanetError(
-            f"unknown class {name_or_id!r}; expected one of {', '.join(CLASSES[:num_classes])} or an id 0..{num_classes - 1}"
-        )
+        known = ", ".join(CLASSES[:num_classes])
+        raise LanetError(f"unknown class {name_or_id!r}; expected one of {known} or an id 0..{num_classes - 1}")
     return CLASSES.index(key)
