@@ -53,6 +53,7 @@ class MethodSpec:
     dropout: float
     epochs: int
     train_labels: Any = None  # numpy array of the (noisy) training labels, for methods with per-sample state
+    train_names: Any = None  # numpy array of the training images' names, aligned with train_labels
 
 
 class Method(nn.Module):
@@ -79,6 +80,8 @@ class Method(nn.Module):
         p = cls.Params()
         for k, v in params.items():
             default = getattr(p, k)
+            if isinstance(default, str) and not isinstance(v, str):
+                raise LanetError(f"method.params.{k} must be a string, got {v!r}")
             if isinstance(default, bool) and not isinstance(v, bool):
                 raise LanetError(f"method.params.{k} must be true/false, got {v!r}")
             if isinstance(default, (int, float)) and not isinstance(default, bool):

@@ -211,7 +211,7 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
     spec = MethodSpec(num_classes=fs.num_classes, num_train=n_train, in_chans=fs.channels,
                       image_size=cfg.data.image_size, num_landmarks=fs.num_landmarks, arch=cfg.model.arch,
                       pretrained=cfg.model.pretrained, dropout=cfg.model.dropout, epochs=cfg.train.epochs,
-                      train_labels=data.train_labels)
+                      train_labels=data.train_labels, train_names=fs.names[data.train_idx])
     method: Method = build_method(cfg.method.name, spec, cfg.method.params).to(device)
     optimizer = torch.optim.Adam(method.param_groups(cfg.train.lr), lr=cfg.train.lr,
                                  weight_decay=cfg.train.weight_decay)

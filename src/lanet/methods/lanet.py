@@ -1,0 +1,431 @@
+"""LA-Net: Landmark-Aware Net (Wu & Cui, ICCV 2023), eq. 1-14.
+
+Two branches over one ResNet: the stem and ``layer1`` are shared, ``layer2..4`` exist once for expressions
+(``u``, the pooled expression feature) and once for landmarks (``v``, the pooled stride-4 map of a small
+top-down pyramid). Training adds three terms to cross-entropy on the given labels (eq. 14)::
+
+    L = L_ce + lm_weight * L_lm + alpha * L_kl + beta * L_el
+
+* L_lm: landmark localisation, heatmaps + Adaptive Wing (the authors' release) or coordinates + MSE
+  (the paper's text), switch ``landmark_head``.
+* L_kl (eq. 1-7): label distribution estimation. Neighbours by cosine similarity inside the (global) batch
+  in expression space and in landmark space, learned contribution scores, normalised aggregation of the
+  neighbours' predictions, averaged over the two spaces, smoothed over epochs by a per-sample EMA memory.
+* L_el (eq. 8-13): expression-landmark contrastive loss. Pseudo-labels from the EMA targets select positive
+  pairs; MoCo-style momentum encoder and heads give keys; queues of keys give negatives.
+
+Ablation switches (Table 2): ``LD`` (label distributions from expression space), ``LM`` (add landmark space
+to LDE), ``EL`` (the contrastive loss), ``PL`` (pseudo-labels instead of the given labels for pair
+selection). The landmark branch and L_lm are active when ``LM`` or ``EL`` is on; with every switch off the
+method is the baseline.
+
+Inference uses the expression branch alone: :meth:`LANet.export` returns the plain ResNet classifier.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..errors import LanetError
+from ..models.resnet import ResNet, create_model
+from ..train.distributed import all_gather_cat, all_gather_with_grad, is_distributed
+from .base import Batch, Method, MethodSpec
+from .registry import register
+
+
+# ------------------------------------------------------------------------------------------- modules
+class LandmarkPyramid(nn.Module):
+    """Top-down pyramid over the landmark branch's layer2..4 outputs, down to stride 4 (layer1 added).
+
+    Returns the stride-4 map (N x 64e x H/4 x W/4) whose pooled value is the landmark feature ``v``.
+    """
+
+    def __init__(self, expansion: int):
+        super().__init__()
+        c = 64 * expansion
+        self.lat2 = nn.Conv2d(128 * expansion, c, 1)
+        self.lat3 = nn.Conv2d(256 * expansion, c, 1)
+        self.lat4 = nn.Conv2d(512 * expansion, c, 1)
+
+    @staticmethod
+    def _up(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(x, size=like.shape[-2:], mode="bilinear", align_corners=False)
+
+    def forward(self, c1: torch.Tensor, c2: torch.Tensor, c3: torch.Tensor, c4: torch.Tensor) -> torch.Tensor:
+        p = self.lat4(c4)  # N x 64e x H/32
+        p = self.lat3(c3) + self._up(p, c3)  # H/16
+        p = self.lat2(c2) + self._up(p, c2)  # H/8
+        return c1 + self._up(p, c1)  # N x 64e x H/4 x W/4
+
+
+class ContributionScore(nn.Module):
+    """Pairwise contribution score c_ij of neighbour j to sample i (eq. 3).
+
+    One linear layer whose output halves play g1 (for i) and g2 (for j); the pair is concatenated and passed
+    through f: d -> d/2 -> d/4 -> 2 with a softmax whose first output is the score (a two-way sigmoid).
+    """
+
+    def __init__(self, dim: int):
+        super().__init__()
+        if dim % 4:
+            raise ValueError(f"feature dimension {dim} must be divisible by 4")
+        self.half = dim // 2
+        self.g = nn.Linear(dim, dim)
+        self.f = nn.Sequential(nn.Linear(dim, dim // 2), nn.ReLU(inplace=True), nn.Linear(dim // 2, dim // 4),
+                               nn.ReLU(inplace=True), nn.Linear(dim // 4, 2))
+
+    def forward(self, feat_i: torch.Tensor, feat_all: torch.Tensor, neighbours: torch.Tensor) -> torch.Tensor:
+        """feat_i: N x d anchors, feat_all: M x d candidates, neighbours: N x K indices into feat_all -> N x K."""
+        g1 = self.g(feat_i)[:, : self.half]  # N x d/2
+        g2 = self.g(feat_all)[:, self.half:]  # M x d/2
+        n, k = neighbours.shape
+        pair = torch.cat([g1[:, None, :].expand(n, k, self.half), g2[neighbours]], dim=-1)  # N x K x d
+        return self.f(pair).softmax(-1)[..., 0]  # N x K
+
+
+def projection_head(dim_in: int, dim_out: int) -> nn.Sequential:
+    """Two-layer perceptron g of eq. 10 (outputs are L2-normalised by the caller)."""
+    return nn.Sequential(nn.Linear(dim_in, dim_in), nn.ReLU(inplace=True), nn.Linear(dim_in, dim_out))
+
+
+# ------------------------------------------------------------------------------------------- equations
+def knn(feat_i: torch.Tensor, feat_all: torch.Tensor, k: int, self_index: torch.Tensor) -> torch.Tensor:
+    """Eq. 1-2: indices (N x K) of the K most cosine-similar rows of ``feat_all`` for each row of ``feat_i``,
+    the sample itself (``self_index[i]``, its row in ``feat_all``) excluded."""
+    a = F.normalize(feat_i.detach().float(), dim=1)
+    b = F.normalize(feat_all.detach().float(), dim=1)
+    sim = a @ b.T  # N x M
+    sim[torch.arange(len(a), device=sim.device), self_index] = -math.inf
+    if k > sim.shape[1] - 1:
+        raise LanetError(f"K={k} neighbours need a batch of at least {k + 1} images, got {sim.shape[1]}")
+    return sim.topk(k, dim=1).indices
+
+
+def aggregate(scores: torch.Tensor, probs: torch.Tensor, neighbours: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Normalised neighbourhood aggregation, one term of eq. 4: sum_k c_ik p_k / sum_k c_ik -> N x C."""
+    w = scores / (scores.sum(1, keepdim=True) + eps)  # N x K
+    return (w[..., None] * probs[neighbours]).sum(1)  # N x C
+
+
+def ema_target(memory: torch.Tensor, current: torch.Tensor, omega: float) -> torch.Tensor:
+    """Eq. 5: d^[e] = omega * d^[e-1] + (1 - omega) * d (gradient flows through ``current`` only)."""
+    return omega * memory + (1.0 - omega) * current
+
+
+def pseudo_labels(target: torch.Tensor, delta: float, index: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Eq. 8: argmax of the target where its max >= delta; otherwise an id unique to the sample
+    (num_classes + its training index), which can equal neither a class id nor another sample's id."""
+    conf, arg = target.max(1)
+    return torch.where(conf >= delta, arg, num_classes + index)
+
+
+def positive_mask(anchor_labels: torch.Tensor, key_labels: torch.Tensor) -> torch.Tensor:
+    """Eq. 9: N x M bool, True where key j shares anchor i's pseudo-label (i's own view included)."""
+    return anchor_labels[:, None] == key_labels[None, :]
+
+
+def el_term(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, anchor_labels: torch.Tensor,
+            key_labels: torch.Tensor, queue_labels: torch.Tensor, tau: float, batch_negatives: bool = False
+            ) -> torch.Tensor:
+    """One of eq. 11/12: queries q (N x D) of one modality against keys k (M x D) of the other modality and
+    that modality's queue (Q x D); all rows L2-normalised.
+
+    For anchor i and each positive j (same pseudo-label) the logits are [q_i.k_j, q_i.negatives] / tau with
+    the positive at position 0; negatives are the queue entries whose label differs from i's (and, with
+    ``batch_negatives``, the in-batch keys whose label differs). The loss is averaged over positives, then
+    anchors. Computed in the stable form -s_ij + logaddexp(s_ij, logsumexp(negatives_i)).
+    """
+    if q.ndim != 2 or k.ndim != 2 or queue.ndim != 2 or q.shape[1] != k.shape[1] or q.shape[1] != queue.shape[1]:
+        raise ValueError(f"expected q N x D, k M x D, queue Q x D; got {tuple(q.shape)}, {tuple(k.shape)}, "
+                         f"{tuple(queue.shape)}")
+    pos = positive_mask(anchor_labels, key_labels)  # N x M
+    s_batch = q @ k.T / tau  # N x M
+    s_queue = q @ queue.T / tau  # N x Q
+    s_queue = s_queue.masked_fill(anchor_labels[:, None] == queue_labels[None, :], -math.inf)
+    neg = s_queue
+    if batch_negatives:
+        neg = torch.cat([s_queue, s_batch.masked_fill(pos, -math.inf)], dim=1)
+    lse_neg = torch.logsumexp(neg, dim=1, keepdim=True)  # N x 1 (-inf when no negative survives)
+    per_pair = -s_batch + torch.logaddexp(s_batch, lse_neg)  # N x M, -log softmax of the positive
+    per_anchor = (per_pair * pos).sum(1) / pos.sum(1).clamp(min=1)
+    return per_anchor.mean()
+
+
+def gaussian_heatmaps(points: torch.Tensor, size: tuple[int, int], stride: int, sigma: float) -> torch.Tensor:
+    """N x P x h x w Gaussian heatmaps; ``points`` are N x P x 2 (x, y) input-pixel coordinates with pixel i
+    centred at i + 0.5; heatmap cell j covers input pixels [j*stride, (j+1)*stride)."""
+    h, w = size
+    ys = torch.arange(h, device=points.device, dtype=points.dtype) + 0.5
+    xs = torch.arange(w, device=points.device, dtype=points.dtype) + 0.5
+    px = points[..., 0] / stride  # N x P in heatmap units
+    py = points[..., 1] / stride
+    gx = torch.exp(-((xs[None, None, :] - px[..., None]) ** 2) / (2 * sigma**2))  # N x P x w
+    gy = torch.exp(-((ys[None, None, :] - py[..., None]) ** 2) / (2 * sigma**2))  # N x P x h
+    return gy[..., :, None] * gx[..., None, :]
+
+
+def adaptive_wing_loss(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, alpha: float = 2.1,
+                       omega: float = 14.0, epsilon: float = 1.0, theta: float = 0.5) -> torch.Tensor:
+    """Adaptive Wing loss (Wang et al., ICCV 2019) per element, weighted and averaged."""
+    diff = (pred - target).abs()
+    power = alpha - target
+    small = omega * torch.log1p((diff / epsilon).pow(power))
+    a = omega * (1 / (1 + (theta / epsilon) ** power)) * power * ((theta / epsilon) ** (power - 1)) / epsilon
+    c = theta * a - omega * torch.log1p((theta / epsilon) ** power)
+    loss = torch.where(diff < theta, small, a * diff - c)
+    return (loss * weight).mean()
+
+
+# ------------------------------------------------------------------------------------------- method
+@register
+class LANet(Method):
+    """LA-Net (ICCV 2023): landmark-aware label distributions + expression-landmark contrastive loss."""
+
+    name = "lanet"
+    needs_landmarks = True
+    ddp_find_unused = True
+
+    @dataclass
+    class Params:
+        K: int = 8  # neighbours per space
+        omega: float = 0.9  # EMA decay of targets (eq. 5)
+        tau: float = 0.1  # temperature (eq. 11-12)
+        delta: float = 0.7  # pseudo-label confidence threshold (eq. 8)
+        alpha: float = 1.0  # weight of L_kl
+        beta: float = 0.1  # weight of L_el
+        lm_weight: float = 1.0  # weight of L_lm
+        queue_size: int = 8192
+        momentum: float = 0.999
+        landmark_head: str = "heatmap"  # heatmap (release, AWing) | regression (paper text, MSE)
+        heatmap_sigma: float = 1.5
+        batch_negatives: bool = False  # also use in-batch keys with other labels as negatives
+        shuffle_bn: bool = True  # shuffle the key encoder's batch across processes (MoCo)
+        LD: bool = True
+        LM: bool = True
+        EL: bool = True
+        PL: bool = True
+
+    def __init__(self, spec: MethodSpec, params: dict | None = None):
+        super().__init__(spec, params)
+        p = self.params
+        if p.LM and not p.LD:
+            raise LanetError("method.params.LM needs LD (landmark space is added to label distribution estimation)")
+        if p.PL and p.EL and not p.LD:
+            raise LanetError("method.params.PL needs LD (pseudo-labels come from the label distributions)")
+        if p.landmark_head not in ("heatmap", "regression"):
+            raise LanetError(f"method.params.landmark_head must be heatmap or regression, got {p.landmark_head!r}")
+        if not 0 <= p.omega < 1 or not 0 < p.momentum <= 1 or p.tau <= 0 or p.K < 1 or p.queue_size < 1:
+            raise LanetError(f"invalid LA-Net hyperparameters: {p}")
+        self.use_landmarks = p.LM or p.EL
+        self.num_classes = spec.num_classes
+        if self.use_landmarks and spec.num_landmarks == 0:
+            raise LanetError("LA-Net's landmark branch needs landmarks (data.landmarks must not be 'none')")
+
+        backbone = create_model(spec.arch, spec.num_classes, spec.in_chans, spec.dropout, spec.pretrained)
+        e = backbone.block.expansion
+        enc = nn.ModuleDict({"backbone": backbone})
+        dim_u, dim_v = backbone.num_features, 64 * e
+        if self.use_landmarks:
+            # the landmark copies of layer2..4 start from the same (pretrained) weights
+            enc["lm2"], enc["lm3"], enc["lm4"] = (copy.deepcopy(backbone.layer2), copy.deepcopy(backbone.layer3),
+                                                  copy.deepcopy(backbone.layer4))
+            enc["pyramid"] = LandmarkPyramid(e)
+            if p.landmark_head == "heatmap":
+                enc["lm_head"] = nn.Conv2d(dim_v, spec.num_landmarks, 1)
+            else:
+                enc["lm_head"] = nn.Linear(dim_v, 2 * spec.num_landmarks)
+        if p.EL:
+            enc["proj_u"] = projection_head(dim_u, 64 * e)
+            enc["proj_v"] = projection_head(dim_v, 64 * e)
+        self.encoder = enc
+        if p.LD:
+            self.score_u = ContributionScore(dim_u)
+            if p.LM:
+                self.score_v = ContributionScore(dim_v)
+            labels = torch.as_tensor(np.asarray(spec.train_labels), dtype=torch.long)
+            self.register_buffer("memory", F.one_hot(labels, spec.num_classes).float())  # num_train x C
+        if p.EL:
+            self.encoder_k = copy.deepcopy(self.encoder)
+            for q in self.encoder_k.parameters():
+                q.requires_grad_(False)
+            d = 64 * e
+            self.register_buffer("queue_u", F.normalize(torch.randn(p.queue_size, d), dim=1))
+            self.register_buffer("queue_v", F.normalize(torch.randn(p.queue_size, d), dim=1))
+            self.register_buffer("queue_labels", torch.full((p.queue_size,), -1, dtype=torch.long))
+            self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
+        self._diag: dict[str, float] = {}
+
+    # ---------------------------------------------------------------------------------------- encoders
+    def _encode(self, enc: nn.ModuleDict, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        bb: ResNet = enc["backbone"]  # type: ignore[assignment]
+        c1 = bb.layer1(bb.stem(x))  # N x 64e x H/4
+        u = bb.pool(bb.layer4(bb.layer3(bb.layer2(c1))))  # N x 512e
+        out = {"u": u, "logits": bb.forward_head(u)}
+        if self.use_landmarks:
+            c2 = enc["lm2"](c1)
+            c3 = enc["lm3"](c2)
+            c4 = enc["lm4"](c3)
+            fmap = enc["pyramid"](c1, c2, c3, c4)  # N x 64e x H/4 x W/4
+            out["v"] = bb.pool(fmap)  # N x 64e
+            out["fmap"] = fmap
+        return out
+
+    @torch.no_grad()
+    def _keys(self, x: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Momentum-encoder keys k^u, k^v for the whole global batch (M x D each), L2-normalised."""
+        shuffle = self.params.shuffle_bn and is_distributed()
+        if shuffle:
+            # MoCo's shuffle BN: each process encodes a random share of the global batch
+            xg = all_gather_cat(x)
+            perm = torch.randperm(len(xg), generator=torch.Generator().manual_seed(seed)).to(x.device)
+            n, r = len(x), dist.get_rank()
+            x = xg[perm[r * n:(r + 1) * n]]
+        out = self._encode(self.encoder_k, x)
+        ku = F.normalize(self.encoder_k["proj_u"](out["u"].float()), dim=1)
+        kv = F.normalize(self.encoder_k["proj_v"](out["v"].float()), dim=1)
+        ku, kv = all_gather_cat(ku), all_gather_cat(kv)
+        if shuffle:
+            inv = torch.empty_like(perm)
+            inv[perm] = torch.arange(len(perm), device=perm.device)
+            ku, kv = ku[inv], kv[inv]
+        return ku, kv
+
+    # ---------------------------------------------------------------------------------------- losses
+    def _landmark_loss(self, out: dict[str, torch.Tensor], batch: Batch) -> torch.Tensor:
+        pts = batch.landmarks.float()  # N x P x 2, input pixels
+        valid = (batch.landmark_found.float() if batch.landmark_found is not None
+                 else torch.ones(len(pts), device=pts.device))  # fallback-box landmarks are not supervised
+        head = self.encoder["lm_head"]
+        size = batch.images.shape[-1]
+        if self.params.landmark_head == "heatmap":
+            pred = head(out["fmap"]).float()  # N x P x h x w
+            stride = size / pred.shape[-1]
+            target = gaussian_heatmaps(pts, pred.shape[-2:], stride, self.params.heatmap_sigma)
+            near = F.max_pool2d((target > 0.2).float(), 3, 1, 1)  # dilated peak region
+            weight = (1 + 9 * near) * valid[:, None, None, None]
+            return adaptive_wing_loss(pred, target, weight) / valid.mean().clamp(min=1e-6)
+        pred = head(out["v"].float()).view(len(pts), -1, 2)  # N x P x 2, normalised coordinates
+        err = ((pred - pts / size) ** 2).mean((1, 2))
+        return (err * valid).sum() / valid.sum().clamp(min=1)
+
+    def forward(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        p = self.params
+        out = self._encode(self.encoder, batch.images)
+        logits = out["logits"].float()
+        loss = F.cross_entropy(logits, batch.labels)  # eq. 6
+        logs: dict[str, torch.Tensor] = {"ce": loss.detach()}
+        if self.use_landmarks and p.lm_weight > 0:
+            l_lm = self._landmark_loss(out, batch)
+            loss = loss + p.lm_weight * l_lm
+            logs["lm"] = l_lm.detach()
+
+        target = None
+        if p.LD:
+            target = self._label_distribution(out, logits, batch)
+            l_kl = F.kl_div(F.log_softmax(logits, 1), target, reduction="batchmean")  # eq. 7
+            loss = loss + p.alpha * l_kl
+            logs["kl"] = l_kl.detach()
+
+        if p.EL:
+            if p.PL:
+                pl = pseudo_labels(target.detach(), p.delta, batch.index, self.num_classes)
+            else:
+                pl = batch.labels
+            pl_all = all_gather_cat(pl)
+            qu = F.normalize(self.encoder["proj_u"](out["u"].float()), dim=1)  # N x D, eq. 10
+            qv = F.normalize(self.encoder["proj_v"](out["v"].float()), dim=1)
+            ku, kv = self._keys(batch.images, seed=batch.step)  # M x D
+            l1 = el_term(qu, kv, self.queue_v.clone(), pl, pl_all, self.queue_labels.clone(), p.tau,
+                         p.batch_negatives)  # eq. 11
+            l2 = el_term(qv, ku, self.queue_u.clone(), pl, pl_all, self.queue_labels.clone(), p.tau,
+                         p.batch_negatives)  # eq. 12
+            l_el = l1 + l2  # eq. 13
+            loss = loss + p.beta * l_el
+            logs["el"] = l_el.detach()
+            self._enqueue(ku, kv, pl_all)
+            self._accumulate("confident", (pl < self.num_classes).float().mean())
+        return loss, logs
+
+    def _label_distribution(self, out: dict[str, torch.Tensor], logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """Eq. 1-5 for this process's samples, neighbours searched in the global batch; updates the memory."""
+        p = self.params
+        n = len(logits)
+        offset = dist.get_rank() * n if is_distributed() else 0
+        self_index = torch.arange(n, device=logits.device) + offset
+        probs_all = all_gather_with_grad(logits.softmax(1))  # M x C
+        u_all = all_gather_with_grad(out["u"].float())
+        nb_u = knn(out["u"], u_all, p.K, self_index)
+        current = aggregate(self.score_u(out["u"].float(), u_all, nb_u), probs_all, nb_u)
+        if p.LM:
+            v_all = all_gather_with_grad(out["v"].float())
+            nb_v = knn(out["v"], v_all, p.K, self_index)
+            current = 0.5 * (current + aggregate(self.score_v(out["v"].float(), v_all, nb_v), probs_all, nb_v))
+        target = ema_target(self.memory[batch.index], current, p.omega)  # eq. 5
+        self._update_memory(batch.index, target.detach())
+        with torch.no_grad():
+            conf, arg = target.max(1)
+            self._accumulate("target_max", conf.mean())
+            self._accumulate("target_agrees_train_label", (arg == batch.labels).float().mean())
+            if batch.clean_labels is not None:
+                self._accumulate("target_agrees_clean_label", (arg == batch.clean_labels).float().mean())
+                self._accumulate("train_label_is_clean", (batch.labels == batch.clean_labels).float().mean())
+            self._accumulate("target_confident", (conf >= p.delta).float().mean())
+        return target
+
+    # ---------------------------------------------------------------------------------------- state updates
+    @torch.no_grad()
+    def _update_memory(self, index: torch.Tensor, target: torch.Tensor) -> None:
+        self.memory[all_gather_cat(index)] = all_gather_cat(target)
+
+    @torch.no_grad()
+    def _enqueue(self, ku: torch.Tensor, kv: torch.Tensor, labels: torch.Tensor) -> None:
+        """Write the global batch's keys at the queue pointer, wrapping around the end."""
+        size = self.queue_u.shape[0]
+        m = min(len(ku), size)
+        slots = (self.queue_ptr + torch.arange(m, device=ku.device)) % size
+        self.queue_u[slots] = ku[-m:]
+        self.queue_v[slots] = kv[-m:]
+        self.queue_labels[slots] = labels[-m:]
+        self.queue_ptr.copy_((self.queue_ptr + m) % size)
+
+    @torch.no_grad()
+    def after_step(self, batch: Batch) -> None:
+        """Momentum update of the key encoder and heads; BatchNorm buffers copied from the query network."""
+        if not self.params.EL:
+            return
+        m = self.params.momentum
+        for pk, pq in zip(self.encoder_k.parameters(), self.encoder.parameters()):
+            pk.mul_(m).add_(pq.detach(), alpha=1 - m)
+        for bk, bq in zip(self.encoder_k.buffers(), self.encoder.buffers()):
+            bk.copy_(bq)
+
+    # ---------------------------------------------------------------------------------------- reporting
+    def _accumulate(self, key: str, value: torch.Tensor) -> None:
+        s, c = self._diag.get(key, 0.0), self._diag.get(key + "#", 0.0)
+        self._diag[key], self._diag[key + "#"] = s + float(value), c + 1
+
+    def epoch_diagnostics(self) -> dict[str, float]:
+        out = {k: v / self._diag[k + "#"] for k, v in self._diag.items() if not k.endswith("#")}
+        self._diag = {}
+        return out
+
+    def export(self) -> ResNet:
+        return self.encoder["backbone"]  # type: ignore[return-value]
+
+    def save_artifacts(self, run_dir: str | Path) -> None:
+        """The final EMA label distributions, one row per training image (training-split order)."""
+        if self.params.LD:
+            np.savez_compressed(Path(run_dir) / "label_distributions.npz",
+                                distributions=self.memory.cpu().numpy(),
+                                train_labels=np.asarray(self.spec.train_labels),
+                                names=np.asarray(self.spec.train_names if self.spec.train_names is not None
+                                                 else [], dtype=str))
