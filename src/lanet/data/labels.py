@@ -1,0 +1,185 @@
+"""Post-processing shared by every loader: a user's label file, a carved validation split, a per-split limit.
+
+* :func:`apply_label_file` implements ``--labels FILE.csv`` (``data.labels``): a CSV with header
+  ``name,label`` whose labels replace the labels of the *training* images it names. ``name`` is the image's
+  name as the dataset names it (:attr:`FaceSet.names`, e.g. ``fer0000123.png``, ``train_00001.jpg``, the
+  path as written in a generic CSV); a bare file name also matches when it is unique in the dataset.
+  ``label`` is a canonical class name, an alias (``happy``, ``angry``, ...) or an integer id in the canonical
+  order. Rows naming validation or test images are ignored (evaluation labels are never replaced) and
+  counted in ``meta["label_file"]["ignored_not_train"]``.
+* :func:`carve_val` holds out a seeded, class-stratified fraction of the training images as ``val``.
+* :func:`limit_per_split` keeps the first ``limit`` images of each split (smoke tests).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import replace
+
+import numpy as np
+
+from ..classes import class_id
+from ..errors import LanetError
+from .faceset import SPLITS, FaceSet
+
+
+def read_label_file(path: str | os.PathLike, num_classes: int = 8) -> list[tuple[str, int, int]]:
+    """Parse a ``name,label`` CSV into ``(name, class id, line number)`` rows.
+
+    Raises:
+        LanetError: missing file, missing header, empty name, unknown class (naming value and line), or a
+            name listed twice with different labels.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise LanetError(f"label file not found: {path}")
+    rows: list[tuple[str, int, int]] = []
+    seen: dict[str, tuple[int, int]] = {}
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        reader = csv.reader(fh)
+        header = next(reader, None)
+        cols = [c.strip().lower() for c in header or []]
+        if "name" not in cols or "label" not in cols:
+            raise LanetError(f"{path}: the first line must be the header 'name,label', got {header!r}")
+        i_name, i_label = cols.index("name"), cols.index("label")
+        for line_no, row in enumerate(reader, start=2):
+            if not row or all(not c.strip() for c in row):
+                continue
+            if len(row) <= max(i_name, i_label):
+                raise LanetError(f"{path}:{line_no}: expected name,label, got {row!r}")
+            name, value = row[i_name].strip(), row[i_label].strip()
+            if not name:
+                raise LanetError(f"{path}:{line_no}: empty image name")
+            try:
+                label = class_id(value, num_classes)
+            except LanetError as exc:
+                raise LanetError(f"{path}:{line_no}: {exc}") from exc
+            if name in seen and seen[name][0] != label:
+                raise LanetError(f"{path}:{line_no}: {name!r} is listed again (first on line {seen[name][1]}) "
+                                 "with a different label")
+            seen[name] = (label, line_no)
+            rows.append((name, label, line_no))
+    return rows
+
+
+def _name_index(names: np.ndarray) -> tuple[dict[str, list[int]], dict[str, list[int]]]:
+    exact: dict[str, list[int]] = {}
+    base: dict[str, list[int]] = {}
+    for i, n in enumerate(names):
+        exact.setdefault(str(n), []).append(i)
+        base.setdefault(os.path.basename(str(n)), []).append(i)
+    return exact, base
+
+
+def apply_label_file(faceset: FaceSet, path: str | os.PathLike, allow_missing: bool = False) -> FaceSet:
+    """Replace the labels of the training images named in ``path`` (a ``name,label`` CSV); returns a copy.
+
+    Args:
+        faceset: the dataset (not modified).
+        path: the label file.
+        allow_missing: ignore names that are not in the dataset (used when the dataset was cut with
+            ``limit``); otherwise they are an error.
+
+    Raises:
+        LanetError: see :func:`read_label_file`; also a name not in the dataset (naming it and how many
+            others are missing).
+    """
+    rows = read_label_file(path, faceset.num_classes)
+    exact, base = _name_index(faceset.names)
+    train = faceset.split == SPLITS.index("train")
+    labels = faceset.labels.copy()
+    missing: list[tuple[str, int]] = []
+    ignored = 0
+    named = 0
+    for name, label, line_no in rows:
+        idx = exact.get(name)
+        if idx is None:
+            idx = base.get(name) if len(base.get(name, ())) == 1 else None
+        if idx is None:
+            missing.append((name, line_no))
+            continue
+        idx_arr = np.asarray(idx)
+        on_train = idx_arr[train[idx_arr]]
+        ignored += len(idx_arr) - len(on_train)
+        named += len(on_train)
+        labels[on_train] = label
+    if missing and not allow_missing:
+        name, line_no = missing[0]
+        others = f" and {len(missing) - 1} other name(s)" if len(missing) > 1 else ""
+        example = f"; its names look like {str(faceset.names[0])!r}" if len(faceset) else ""
+        raise LanetError(f"{path}:{line_no}: image {name!r}{others} not in dataset {faceset.name}{example}")
+    changed = int((labels != faceset.labels).sum())
+    meta = dict(faceset.meta)
+    meta["label_file"] = {
+        "path": os.fspath(path),
+        "rows": len(rows),
+        "applied": named,
+        "changed": changed,
+        "ignored_not_train": ignored,
+        "missing": len(missing),
+    }
+    return replace(faceset, labels=labels, meta=meta)
+
+
+def carve_val(faceset: FaceSet, fraction: float, seed: int = 0) -> FaceSet:
+    """Move a seeded, class-stratified ``fraction`` of the training images to the ``val`` split; returns a copy.
+
+    Stratification: the number of val images is ``round(fraction * n_train)``, shared between classes in
+    proportion to their training counts (largest-remainder rounding, ties to the lower class id); within a
+    class the images are chosen by a permutation from ``numpy.random.default_rng(seed)``. Image order is kept.
+
+    Raises:
+        LanetError: ``fraction`` outside ``(0, 1)``, the dataset already has a val split, or the fraction
+            would leave val or train empty.
+    """
+    if fraction <= 0:
+        return faceset
+    if not 0 < fraction < 1:
+        raise LanetError(f"val_fraction must be in (0, 1), got {fraction}")
+    if (faceset.split == SPLITS.index("val")).any():
+        raise LanetError(f"{faceset.name} already has a val split; val_fraction={fraction} would add to it")
+    train = faceset.indices("train")
+    n = len(train)
+    target = int(round(fraction * n))
+    if target < 1 or target >= n:
+        raise LanetError(f"val_fraction={fraction} of {n} training images leaves an empty val or train split")
+    counts = np.bincount(faceset.labels[train], minlength=faceset.num_classes)
+    exact = fraction * counts
+    take = np.floor(exact).astype(np.int64)
+    order = np.argsort(-(exact - take), kind="stable")
+    take[order[: target - int(take.sum())]] += 1
+    rng = np.random.default_rng(seed)
+    split = faceset.split.copy()
+    for c in range(faceset.num_classes):
+        members = train[faceset.labels[train] == c]
+        if take[c]:
+            split[rng.permutation(members)[: take[c]]] = SPLITS.index("val")
+    meta = dict(faceset.meta)
+    meta["val_carved"] = {"fraction": fraction, "seed": seed, "count": target}
+    return replace(faceset, split=split, meta=meta)
+
+
+def limit_per_split(faceset: FaceSet, limit: int) -> FaceSet:
+    """Keep the first ``limit`` images of each split (in dataset order); ``limit <= 0`` keeps everything."""
+    if limit <= 0:
+        return faceset
+    keep = np.zeros(len(faceset), dtype=bool)
+    for s in range(len(SPLITS)):
+        keep[np.flatnonzero(faceset.split == s)[:limit]] = True
+    if keep.all():
+        return faceset
+    out = faceset.subset(np.flatnonzero(keep))
+    out.meta["limit"] = limit
+    return out
+
+
+def first_per_split(split: np.ndarray, limit: int) -> np.ndarray:
+    """Boolean mask of the first ``limit`` entries of each split value (all True when ``limit <= 0``)."""
+    split = np.asarray(split)
+    if limit <= 0:
+        return np.ones(len(split), dtype=bool)
+    keep = np.zeros(len(split), dtype=bool)
+    for s in np.unique(split):
+        keep[np.flatnonzero(split == s)[:limit]] = True
+    return keep
