@@ -99,11 +99,14 @@ def test_el_loss_shape_errors():
 
 
 def test_gaussian_heatmap_peak():
-    pts = torch.tensor([[[10.0, 6.0]]])  # x=10, y=6 input pixels; stride 4 -> cell (x 2, y 1) centre at 10, 6
-    hm = gaussian_heatmaps(pts, (8, 8), 4, 1.5)
+    # stride 4: cell (x 2, y 1) covers input pixels 8..11 x 4..7, centre (9.5, 5.5) in pixel-index coordinates
+    hm = gaussian_heatmaps(torch.tensor([[[9.5, 5.5]]]), (8, 8), 4, 1.5)
     assert hm.shape == (1, 1, 8, 8)
     y, x = divmod(int(hm.argmax()), 8)
     assert (x, y) == (2, 1) and hm.max().item() == pytest.approx(1.0)
+    # one input pixel right of the centre moves the peak by a quarter cell
+    hm2 = gaussian_heatmaps(torch.tensor([[[10.5, 5.5]]]), (8, 8), 4, 1.5)
+    assert hm2[0, 0, 1, 2].item() == pytest.approx(math.exp(-(0.25**2) / (2 * 1.5**2)))
 
 
 def test_adaptive_wing_values():

@@ -160,14 +160,15 @@ def el_term(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, anchor_labels
     return per_anchor.mean()
 
 
-def gaussian_heatmaps(points: torch.Tensor, size: tuple[int, int], stride: int, sigma: float) -> torch.Tensor:
-    """N x P x h x w Gaussian heatmaps; ``points`` are N x P x 2 (x, y) input-pixel coordinates with pixel i
-    centred at i + 0.5; heatmap cell j covers input pixels [j*stride, (j+1)*stride)."""
+def gaussian_heatmaps(points: torch.Tensor, size: tuple[int, int], stride: float, sigma: float) -> torch.Tensor:
+    """N x P x h x w Gaussian heatmaps for ``points`` N x P x 2 (x, y) in input pixels, with (x, y) = (j, i) the
+    centre of pixel [i, j] (the project's landmark convention). Heatmap cell c covers input pixels
+    [c * stride, (c + 1) * stride), so its centre is at input coordinate (c + 0.5) * stride - 0.5."""
     h, w = size
-    ys = torch.arange(h, device=points.device, dtype=points.dtype) + 0.5
-    xs = torch.arange(w, device=points.device, dtype=points.dtype) + 0.5
-    px = points[..., 0] / stride  # N x P in heatmap units
-    py = points[..., 1] / stride
+    ys = torch.arange(h, device=points.device, dtype=points.dtype)
+    xs = torch.arange(w, device=points.device, dtype=points.dtype)
+    px = (points[..., 0] + 0.5) / stride - 0.5  # N x P in heatmap cells
+    py = (points[..., 1] + 0.5) / stride - 0.5
     gx = torch.exp(-((xs[None, None, :] - px[..., None]) ** 2) / (2 * sigma**2))  # N x P x w
     gy = torch.exp(-((ys[None, None, :] - py[..., None]) ** 2) / (2 * sigma**2))  # N x P x h
     return gy[..., :, None] * gx[..., None, :]
