@@ -67,6 +67,7 @@ class ModelConfig:
     arch: str = _f("resnet18", "backbone: resnet18 | resnet50")
     pretrained: str = _f("", "path to a state dict (e.g. MS-Celeb-1M ResNet-18) loaded by key mapping")
     dropout: float = _f(0.0, "dropout before the classifier")
+    width: int = _f(64, "base channel count (64 = the standard ResNet; 32 is ~4x cheaper, for laptop-scale runs)")
 
 
 @dataclass

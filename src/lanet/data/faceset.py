@@ -31,7 +31,8 @@ class FaceSet:
         num_classes: 7 or 8.
         votes: optional ``N x num_classes`` float32 vote counts per canonical class (FERPlus's 10
             annotators); the human label distribution is ``votes / votes.sum(1)``.
-        landmarks: optional ``N x P x 2`` float32 (x, y) pixel coordinates in the stored image.
+        landmarks: optional ``N x P x 2`` float32 (x, y) pixel coordinates in the stored image, pixel centres at
+            integers: (x, y) = (j, i) is the centre of ``images[n, i, j]``.
         landmark_found: optional ``N`` bool, False where the detector found no face and a fixed face box
             was used instead.
         name: dataset name (``ferplus``, ``rafdb``, ``affectnet8``, ``synthetic``, ...).

@@ -52,6 +52,7 @@ class MethodSpec:
     pretrained: str
     dropout: float
     epochs: int
+    width: int = 64  # base channel count of the ResNet
     train_labels: Any = None  # numpy array of the (noisy) training labels, for methods with per-sample state
     train_names: Any = None  # numpy array of the training images' names, aligned with train_labels
 

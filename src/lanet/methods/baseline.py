@@ -22,7 +22,8 @@ class Baseline(Method):
 
     def __init__(self, spec: MethodSpec, params: dict | None = None):
         super().__init__(spec, params)
-        self.model = create_model(spec.arch, spec.num_classes, spec.in_chans, spec.dropout, spec.pretrained)
+        self.model = create_model(spec.arch, spec.num_classes, spec.in_chans, spec.dropout, spec.pretrained,
+                                  spec.width)
 
     def forward(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         logits = self.model(batch.images)  # N x C

@@ -49,12 +49,12 @@ class LandmarkPyramid(nn.Module):
     Returns the stride-4 map (N x 64e x H/4 x W/4) whose pooled value is the landmark feature ``v``.
     """
 
-    def __init__(self, expansion: int):
+    def __init__(self, stage_channels: tuple[int, int, int, int]):
         super().__init__()
-        c = 64 * expansion
-        self.lat2 = nn.Conv2d(128 * expansion, c, 1)
-        self.lat3 = nn.Conv2d(256 * expansion, c, 1)
-        self.lat4 = nn.Conv2d(512 * expansion, c, 1)
+        c = stage_channels[0]  # 64 * expansion for the standard widths
+        self.lat2 = nn.Conv2d(stage_channels[1], c, 1)
+        self.lat3 = nn.Conv2d(stage_channels[2], c, 1)
+        self.lat4 = nn.Conv2d(stage_channels[3], c, 1)
 
     @staticmethod
     def _up(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -231,22 +231,22 @@ class LANet(Method):
         if self.use_landmarks and spec.num_landmarks == 0:
             raise LanetError("LA-Net's landmark branch needs landmarks (data.landmarks must not be 'none')")
 
-        backbone = create_model(spec.arch, spec.num_classes, spec.in_chans, spec.dropout, spec.pretrained)
-        e = backbone.block.expansion
+        backbone = create_model(spec.arch, spec.num_classes, spec.in_chans, spec.dropout, spec.pretrained,
+                                spec.width)
         enc = nn.ModuleDict({"backbone": backbone})
-        dim_u, dim_v = backbone.num_features, 64 * e
+        dim_u, dim_v = backbone.num_features, backbone.stage_channels[0]  # 512 and 64 for ResNet-18
         if self.use_landmarks:
             # the landmark copies of layer2..4 start from the same (pretrained) weights
             enc["lm2"], enc["lm3"], enc["lm4"] = (copy.deepcopy(backbone.layer2), copy.deepcopy(backbone.layer3),
                                                   copy.deepcopy(backbone.layer4))
-            enc["pyramid"] = LandmarkPyramid(e)
+            enc["pyramid"] = LandmarkPyramid(backbone.stage_channels)
             if p.landmark_head == "heatmap":
                 enc["lm_head"] = nn.Conv2d(dim_v, spec.num_landmarks, 1)
             else:
                 enc["lm_head"] = nn.Linear(dim_v, 2 * spec.num_landmarks)
         if p.EL:
-            enc["proj_u"] = projection_head(dim_u, 64 * e)
-            enc["proj_v"] = projection_head(dim_v, 64 * e)
+            enc["proj_u"] = projection_head(dim_u, dim_v)  # projections to 64 * expansion dims
+            enc["proj_v"] = projection_head(dim_v, dim_v)
         self.encoder = enc
         if p.LD:
             self.score_u = ContributionScore(dim_u)
@@ -258,7 +258,7 @@ class LANet(Method):
             self.encoder_k = copy.deepcopy(self.encoder)
             for q in self.encoder_k.parameters():
                 q.requires_grad_(False)
-            d = 64 * e
+            d = dim_v
             self.register_buffer("queue_u", F.normalize(torch.randn(p.queue_size, d), dim=1))
             self.register_buffer("queue_v", F.normalize(torch.randn(p.queue_size, d), dim=1))
             self.register_buffer("queue_labels", torch.full((p.queue_size,), -1, dtype=torch.long))

@@ -22,7 +22,7 @@ def load_classifier(path: str | Path, device: str | torch.device = "cpu") -> tup
         raise LanetError(f"cannot read model file {path}: {exc}") from exc
     if not isinstance(payload, dict) or payload.get("format") != "lanet-classifier-v1":
         raise LanetError(f"{path} is not an exported lanet classifier")
-    model = create_model(payload["arch"], payload["num_classes"], payload["in_chans"])
+    model = create_model(payload["arch"], payload["num_classes"], payload["in_chans"], width=payload.get("width", 64))
     model.load_state_dict(payload["state_dict"])
     meta = {k: v for k, v in payload.items() if k != "state_dict"}
     return model.to(device).eval(), meta

@@ -70,20 +70,23 @@ class ResNet(nn.Module):
     """ResNet classifier. ``forward(x)`` gives N x num_classes logits for N x in_chans x H x W input."""
 
     def __init__(self, block: type, layers: list[int], num_classes: int = 8, in_chans: int = 3,
-                 dropout: float = 0.0):
+                 dropout: float = 0.0, width: int = 64):
         super().__init__()
+        w, e = width, block.expansion
         self.block = block
         self.layers_cfg = list(layers)
         self.in_chans = in_chans
         self.num_classes = num_classes
-        self.conv1 = nn.Conv2d(in_chans, 64, 7, 2, 3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
+        self.width = width
+        self.conv1 = nn.Conv2d(in_chans, w, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(w)
         self.maxpool = nn.MaxPool2d(3, 2, 1)
-        self.layer1 = make_layer(block, 64, 64, layers[0], 1)
-        self.layer2 = make_layer(block, 64 * block.expansion, 128, layers[1], 2)
-        self.layer3 = make_layer(block, 128 * block.expansion, 256, layers[2], 2)
-        self.layer4 = make_layer(block, 256 * block.expansion, 512, layers[3], 2)
-        self.num_features = 512 * block.expansion
+        self.layer1 = make_layer(block, w, w, layers[0], 1)
+        self.layer2 = make_layer(block, w * e, 2 * w, layers[1], 2)
+        self.layer3 = make_layer(block, 2 * w * e, 4 * w, layers[2], 2)
+        self.layer4 = make_layer(block, 4 * w * e, 8 * w, layers[3], 2)
+        self.num_features = 8 * w * e
+        self.stage_channels = (w * e, 2 * w * e, 4 * w * e, 8 * w * e)  # outputs of layer1..4
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.fc = nn.Linear(self.num_features, num_classes)
         for m in self.modules():
@@ -100,7 +103,7 @@ class ResNet(nn.Module):
                 nn.init.zeros_(m.bn2.weight)
 
     def stem(self, x: torch.Tensor) -> torch.Tensor:
-        return self.maxpool(F.relu(self.bn1(self.conv1(x)), inplace=True))  # N x 64 x H/4 x W/4
+        return self.maxpool(F.relu(self.bn1(self.conv1(x)), inplace=True))  # N x width x H/4 x W/4
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.layer1(self.stem(x))
@@ -123,11 +126,17 @@ ARCHS: dict[str, Callable[..., ResNet]] = {
 }
 
 
-def create_model(arch: str, num_classes: int, in_chans: int, dropout: float = 0.0, pretrained: str = "") -> ResNet:
-    """Create a ResNet by name; ``pretrained`` is a path to a checkpoint loaded with :func:`load_pretrained`."""
+def create_model(arch: str, num_classes: int, in_chans: int, dropout: float = 0.0, pretrained: str = "",
+                 width: int = 64) -> ResNet:
+    """Create a ResNet by name; ``pretrained`` is a path to a checkpoint loaded with :func:`load_pretrained`.
+
+    ``width`` is the base channel count (64 for the standard networks; 32 gives a ~4x cheaper network of the
+    same depth for laptop-scale runs; pretrained checkpoints need 64)."""
     if arch not in ARCHS:
         raise LanetError(f"unknown architecture {arch!r}; expected one of {', '.join(ARCHS)}")
-    model = ARCHS[arch](num_classes=num_classes, in_chans=in_chans, dropout=dropout)
+    if width < 8 or width % 8:
+        raise LanetError(f"model.width must be a multiple of 8 and at least 8, got {width}")
+    model = ARCHS[arch](num_classes=num_classes, in_chans=in_chans, dropout=dropout, width=width)
     if pretrained:
         load_pretrained(model, pretrained)
     return model

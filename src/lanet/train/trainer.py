@@ -115,6 +115,7 @@ def export_payload(model: nn.Module, cfg: Config, faceset: FaceSet, aug: BatchAu
     return {
         "format": "lanet-classifier-v1",
         "arch": cfg.model.arch,
+        "width": cfg.model.width,
         "num_classes": faceset.num_classes,
         "in_chans": faceset.channels,
         "image_size": cfg.data.image_size,
@@ -211,6 +212,7 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
     spec = MethodSpec(num_classes=fs.num_classes, num_train=n_train, in_chans=fs.channels,
                       image_size=cfg.data.image_size, num_landmarks=fs.num_landmarks, arch=cfg.model.arch,
                       pretrained=cfg.model.pretrained, dropout=cfg.model.dropout, epochs=cfg.train.epochs,
+                      width=cfg.model.width,
                       train_labels=data.train_labels, train_names=fs.names[data.train_idx])
     method: Method = build_method(cfg.method.name, spec, cfg.method.params).to(device)
     optimizer = torch.optim.Adam(method.param_groups(cfg.train.lr), lr=cfg.train.lr,
