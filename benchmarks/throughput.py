@@ -1,0 +1,141 @@
+"""Training and inference throughput: baseline vs LA-Net, exported LA-Net vs a plain ResNet, in one run.
+
+Steps of the methods being compared are interleaved (A, B, A, B, ...) on the same batches so that machine
+noise hits both alike; the script reports per-step medians and the ratios of those medians.
+
+    python benchmarks/throughput.py --sizes 48 224 --out benchmarks/results/throughput-cpu.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lanet.methods.base import Batch, MethodSpec
+from lanet.methods.registry import build_method
+from lanet.models.resnet import create_model
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def make_batch(n: int, size: int, chans: int, num_train: int, device: torch.device, g: torch.Generator) -> Batch:
+    return Batch(images=torch.randn(n, chans, size, size, generator=g).to(device),
+                 labels=torch.randint(0, 8, (n,), generator=g).to(device),
+                 index=torch.randperm(num_train, generator=g)[:n].to(device),
+                 landmarks=(torch.rand(n, 68, 2, generator=g) * size).to(device),
+                 landmark_found=torch.ones(n, dtype=torch.bool, device=device),
+                 clean_labels=torch.randint(0, 8, (n,), generator=g).to(device))
+
+
+def time_training(size: int, batch: int, steps: int, warmup: int, device: torch.device, chans: int,
+                  amp: bool) -> dict:
+    num_train = 4096
+    labels = np.random.default_rng(0).integers(0, 8, num_train)
+    spec = MethodSpec(num_classes=8, num_train=num_train, in_chans=chans, image_size=size, num_landmarks=68,
+                      arch="resnet18", pretrained="", dropout=0.0, epochs=1, train_labels=labels)
+    methods = {name: build_method(name, spec, {}).to(device) for name in ("baseline", "lanet")}
+    opts = {k: torch.optim.Adam(m.param_groups(1e-4)) for k, m in methods.items()}
+    times: dict[str, list[float]] = {k: [] for k in methods}
+    g = torch.Generator().manual_seed(0)
+    for step in range(warmup + steps):
+        b = make_batch(batch, size, chans, num_train, device, g)
+        b.step = step
+        for name, m in methods.items():
+            _sync(device)
+            t0 = time.perf_counter()
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                loss, _ = m(b)
+            opts[name].zero_grad(set_to_none=True)
+            loss.backward()
+            opts[name].step()
+            m.after_step(b)
+            _sync(device)
+            if step >= warmup:
+                times[name].append(time.perf_counter() - t0)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return {"batch": batch, "steps": steps,
+            "step_seconds_median": med,
+            "images_per_second": {k: batch / v for k, v in med.items()},
+            "lanet_over_baseline_step_time": med["lanet"] / med["baseline"]}
+
+
+@torch.no_grad()
+def time_inference(size: int, batch: int, steps: int, warmup: int, device: torch.device, chans: int,
+                   amp: bool) -> dict:
+    num_train = 256
+    spec = MethodSpec(num_classes=8, num_train=num_train, in_chans=chans, image_size=size, num_landmarks=68,
+                      arch="resnet18", pretrained="", dropout=0.0, epochs=1,
+                      train_labels=np.zeros(num_train, dtype=np.int64))
+    exported = build_method("lanet", spec, {}).export().to(device).eval()
+    plain = create_model("resnet18", 8, chans).to(device).eval()
+    models = {"lanet_exported": exported, "plain_resnet18": plain}
+    times: dict[str, list[float]] = {k: [] for k in models}
+    x = torch.randn(batch, chans, size, size, device=device)
+    for step in range(warmup + steps):
+        for name, m in models.items():
+            _sync(device)
+            t0 = time.perf_counter()
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                m(x)
+            _sync(device)
+            if step >= warmup:
+                times[name].append(time.perf_counter() - t0)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return {"batch": batch, "steps": steps, "images_per_second": {k: batch / v for k, v in med.items()},
+            "exported_over_plain_time": med["lanet_exported"] / med["plain_resnet18"],
+            "exported_parameters": sum(p.numel() for p in exported.parameters()),
+            "plain_parameters": sum(p.numel() for p in plain.parameters())}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[48, 224])
+    ap.add_argument("--batch", type=int, default=64, help="training batch")
+    ap.add_argument("--steps", type=int, default=10, help="timed steps per size (after warm-up)")
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--channels", type=int, default=1)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--out", default="benchmarks/results/throughput.json")
+    args = ap.parse_args()
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          (args.device if args.device != "auto" else "cpu"))
+    amp = device.type == "cuda"
+    result = {"device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
+              "threads": torch.get_num_threads(), "torch": torch.__version__, "amp_bf16": amp,
+              "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                                       text=True).stdout.strip(),
+              "command": "python benchmarks/throughput.py " + " ".join(
+                  f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
+                  for k, v in vars(args).items()),
+              "train": {}, "inference": {}}
+    for size in args.sizes:
+        steps = args.steps if size <= 112 or device.type == "cuda" else max(3, args.steps // 3)
+        result["train"][str(size)] = time_training(size, args.batch, steps, args.warmup, device, args.channels, amp)
+        result["inference"][str(size)] = time_inference(size, 256 if size <= 112 else 64, steps, args.warmup,
+                                                        device, args.channels, amp)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(f"device {result['device']} ({result['threads']} threads), torch {result['torch']}")
+    print(f"{'size':>5} {'baseline img/s':>15} {'LA-Net img/s':>13} {'step ratio':>11} "
+          f"{'exported img/s':>15} {'plain img/s':>12} {'infer ratio':>12}")
+    for size in args.sizes:
+        t, i = result["train"][str(size)], result["inference"][str(size)]
+        print(f"{size:>5} {t['images_per_second']['baseline']:>15.1f} {t['images_per_second']['lanet']:>13.1f} "
+              f"{t['lanet_over_baseline_step_time']:>10.2f}x {i['images_per_second']['lanet_exported']:>15.1f} "
+              f"{i['images_per_second']['plain_resnet18']:>12.1f} {i['exported_over_plain_time']:>11.2f}x")
+    print(f"written {args.out}")
+
+
+if __name__ == "__main__":
+    main()
