@@ -183,13 +183,20 @@ def test_memory_starts_one_hot_and_tracks_targets():
 
 
 def test_queue_wraps_around():
-    m, labels = small_lanet()  # queue of 40, batches of 16
-    b = make_batch(labels)
-    for _ in range(3):
-        m(b)
-    assert m.queue_ptr.item() == (3 * 16) % 40
-    # slots 0..7 hold the 3rd batch's first... last-written keys; labels overwritten with real pseudo-labels
-    assert (m.queue_labels >= 0).all()
+    m, labels = small_lanet()  # queue of 40 slots
+    d = m.queue_u.shape[1]
+    keys = [F.normalize(torch.randn(16, d), dim=1) for _ in range(3)]
+    for step, k in enumerate(keys):
+        m._enqueue(k, -k, torch.full((16,), step))
+    # batches land at slots 0-15, 16-31, then 32-39 and (wrapping) 0-7
+    assert m.queue_ptr.item() == 8
+    assert torch.equal(m.queue_u[32:40], keys[2][:8]) and torch.equal(m.queue_u[0:8], keys[2][8:])
+    assert torch.equal(m.queue_u[8:16], keys[0][8:]) and torch.equal(m.queue_u[16:32], keys[1])
+    assert torch.equal(m.queue_v[0:8], -keys[2][8:])
+    assert m.queue_labels.tolist() == [2] * 8 + [0] * 8 + [1] * 16 + [2] * 8
+    # a training step enqueues its own batch of keys with their pseudo-labels
+    m(make_batch(labels))
+    assert m.queue_ptr.item() == 24 and (m.queue_labels[8:24] >= 0).all()
 
 
 def test_export_is_a_plain_resnet_with_identical_outputs():

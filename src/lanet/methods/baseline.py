@@ -14,6 +14,8 @@ from .registry import register
 
 @register
 class Baseline(Method):
+    """Cross-entropy on the given (possibly noisy) labels: the row every table compares against."""
+
     name = "baseline"
 
     @dataclass
