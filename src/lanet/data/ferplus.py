@@ -282,7 +282,7 @@ def load_ferplus(
         load_size: stored image size (0 = 48).
         channels: 1 or 3 (0 = 1, grayscale).
         limit: keep the first ``limit`` labelled images of each split (0 = all); applied after the protocol.
-        cache_dir: decoded-image cache folder (see :func:`lanet.data.imageio.cache_root`).
+        cache_dir: decoded-image cache folder (see :func:`lanet.fileutil.cache_root`).
 
     Returns:
         A FaceSet with 8 classes, ``votes`` (N x 8, canonical order, raw counts) and

@@ -21,7 +21,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 import warnings
 import zipfile
 from collections.abc import Callable, Sequence
@@ -33,6 +32,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import LanetError
+from ..fileutil import atomic_open, cache_root
 
 #: Bump when the decoded pixels for the same files and parameters would change (invalidates old entries).
 CACHE_VERSION = 1
@@ -208,14 +208,6 @@ def load_images(
 
 
 # ------------------------------------------------------------------------------------------------ cache
-def cache_root(cache_dir: str | os.PathLike = "") -> Path | None:
-    """The cache folder: ``cache_dir``, else ``$LANET_CACHE``, else ``~/.cache/lanet``; None if set to ``none``."""
-    value = str(cache_dir) if cache_dir else os.environ.get("LANET_CACHE", "")
-    if value.strip().lower() in ("none", "off", "0"):
-        return None
-    return Path(value).expanduser() if value else Path.home() / ".cache" / "lanet"
-
-
 def file_stats(paths: Sequence[str | os.PathLike]) -> list[tuple[str, int, int]]:
     """``(path, size, mtime_ns)`` for every file; a missing file is a LanetError naming it."""
     stats = []
@@ -281,17 +273,9 @@ def cached_arrays(
             warnings.warn(f"ignoring unreadable cache entry {path}: {exc}", stacklevel=2)
     arrays = build()
     if path is not None:
-        tmp = None
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-            with os.fdopen(fd, "wb") as fh:
+            with atomic_open(path, "wb") as fh:
                 np.savez(fh, **arrays)
-            os.replace(tmp, path)
-            tmp = None
         except OSError as exc:
             warnings.warn(f"could not write cache entry {path}: {exc}", stacklevel=2)
-        finally:
-            if tmp is not None and os.path.exists(tmp):
-                os.unlink(tmp)
     return arrays

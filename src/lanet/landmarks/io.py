@@ -26,13 +26,13 @@ from __future__ import annotations
 
 import csv
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import LanetError
+from ..fileutil import atomic_open
 
 _TRUE = {"1", "true", "yes", "y", "t"}
 _FALSE = {"0", "false", "no", "n", "f"}
@@ -228,28 +228,20 @@ def write_landmark_file(
     if suffix not in (".csv", ".npz"):
         raise LanetError(f"{p}: unknown landmark file type {suffix!r}; expected .csv or .npz")
     p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    try:
-        with os.fdopen(fd, "w" if suffix == ".csv" else "wb", **({"newline": ""} if suffix == ".csv" else {})) as fh:
-            if suffix == ".csv":
-                num_points = pts.shape[1]
-                header = ["name"] + (["found"] if found_arr is not None else [])
-                header += [f"{axis}{k}" for k in range(num_points) for axis in "xy"]
-                writer = csv.writer(fh, lineterminator="\n")
-                writer.writerow(header)
-                flat = pts.reshape(len(pts), -1)
-                for i, name in enumerate(names_list):
-                    row = [name] + ([int(found_arr[i])] if found_arr is not None else [])
-                    writer.writerow(row + [format(float(v), ".9g") for v in flat[i]])
-            else:
-                arrays = {"names": np.asarray(names_list, dtype=str), "landmarks": pts}
-                if found_arr is not None:
-                    arrays["found"] = found_arr
-                np.savez(fh, **arrays)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, p)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    kwargs = {"newline": ""} if suffix == ".csv" else {}
+    with atomic_open(p, "w" if suffix == ".csv" else "wb", **kwargs) as fh:
+        if suffix == ".csv":
+            num_points = pts.shape[1]
+            header = ["name"] + (["found"] if found_arr is not None else [])
+            header += [f"{axis}{k}" for k in range(num_points) for axis in "xy"]
+            writer = csv.writer(fh, lineterminator="\n")
+            writer.writerow(header)
+            flat = pts.reshape(len(pts), -1)
+            for i, name in enumerate(names_list):
+                row = [name] + ([int(found_arr[i])] if found_arr is not None else [])
+                writer.writerow(row + [format(float(v), ".9g") for v in flat[i]])
+        else:
+            arrays = {"names": np.asarray(names_list, dtype=str), "landmarks": pts}
+            if found_arr is not None:
+                arrays["found"] = found_arr
+            np.savez(fh, **arrays)

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -28,16 +26,9 @@ import numpy as np
 
 from ..data.faceset import SPLITS, FaceSet
 from ..errors import LanetError
+from ..fileutil import atomic_open, cache_root
 from . import detect as _detect
 from .io import read_landmark_file
-
-CACHE_ENV = "LANET_CACHE"
-
-
-def cache_root(cache_dir: str = "") -> Path:
-    """The cache root: ``cache_dir``, else ``$LANET_CACHE``, else ``~/.cache/lanet``."""
-    root = cache_dir or os.environ.get(CACHE_ENV, "") or "~/.cache/lanet"
-    return Path(root).expanduser()
 
 
 def content_key(images: np.ndarray, settings: dict[str, Any] | None = None) -> str:
@@ -50,12 +41,17 @@ def content_key(images: np.ndarray, settings: dict[str, Any] | None = None) -> s
     return h.hexdigest()
 
 
-def cache_path(images: np.ndarray, cache_dir: str = "", settings: dict[str, Any] | None = None) -> Path:
-    """Where the detections for ``images`` are (or would be) cached."""
-    return cache_root(cache_dir) / "landmarks" / f"landmarks-{content_key(images, settings)}.npz"
+def cache_path(images: np.ndarray, cache_dir: str = "", settings: dict[str, Any] | None = None) -> Path | None:
+    """Where the detections for ``images`` are (or would be) cached; None when caching is off."""
+    root = cache_root(cache_dir)
+    if root is None:
+        return None
+    return root / "landmarks" / f"landmarks-{content_key(images, settings)}.npz"
 
 
-def _load_cache(path: Path, n: int) -> tuple[np.ndarray, np.ndarray] | None:
+def _load_cache(path: Path | None, n: int) -> tuple[np.ndarray, np.ndarray] | None:
+    if path is None:
+        return None
     try:
         with np.load(path, allow_pickle=False) as data:
             landmarks = np.asarray(data["landmarks"], dtype=np.float32)
@@ -69,20 +65,12 @@ def _load_cache(path: Path, n: int) -> tuple[np.ndarray, np.ndarray] | None:
     return landmarks, found
 
 
-def _save_cache(path: Path, landmarks: np.ndarray, found: np.ndarray, meta: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, landmarks=landmarks.astype(np.float32), found=found.astype(bool),
-                     meta=np.asarray(json.dumps(meta, sort_keys=True)))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+def _save_cache(path: Path | None, landmarks: np.ndarray, found: np.ndarray, meta: dict[str, Any]) -> None:
+    if path is None:
+        return
+    with atomic_open(path, "wb") as fh:
+        np.savez(fh, landmarks=landmarks.astype(np.float32), found=found.astype(bool),
+                 meta=np.asarray(json.dumps(meta, sort_keys=True)))
 
 
 def ensure_landmarks(faceset: FaceSet, spec: str = "auto", cache_dir: str = "", progress: bool = True) -> None:
