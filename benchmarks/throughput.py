@@ -39,11 +39,11 @@ def make_batch(n: int, size: int, chans: int, num_train: int, device: torch.devi
 
 
 def time_training(size: int, batch: int, steps: int, warmup: int, device: torch.device, chans: int,
-                  amp: bool) -> dict:
+                  amp: bool, width: int) -> dict:
     num_train = 4096
     labels = np.random.default_rng(0).integers(0, 8, num_train)
     spec = MethodSpec(num_classes=8, num_train=num_train, in_chans=chans, image_size=size, num_landmarks=68,
-                      arch="resnet18", pretrained="", dropout=0.0, epochs=1, train_labels=labels)
+                      arch="resnet18", pretrained="", dropout=0.0, epochs=1, width=width, train_labels=labels)
     methods = {name: build_method(name, spec, {}).to(device) for name in ("baseline", "lanet")}
     opts = {k: torch.optim.Adam(m.param_groups(1e-4)) for k, m in methods.items()}
     times: dict[str, list[float]] = {k: [] for k in methods}
@@ -72,13 +72,13 @@ def time_training(size: int, batch: int, steps: int, warmup: int, device: torch.
 
 @torch.no_grad()
 def time_inference(size: int, batch: int, steps: int, warmup: int, device: torch.device, chans: int,
-                   amp: bool) -> dict:
+                   amp: bool, width: int) -> dict:
     num_train = 256
     spec = MethodSpec(num_classes=8, num_train=num_train, in_chans=chans, image_size=size, num_landmarks=68,
-                      arch="resnet18", pretrained="", dropout=0.0, epochs=1,
+                      arch="resnet18", pretrained="", dropout=0.0, epochs=1, width=width,
                       train_labels=np.zeros(num_train, dtype=np.int64))
     exported = build_method("lanet", spec, {}).export().to(device).eval()
-    plain = create_model("resnet18", 8, chans).to(device).eval()
+    plain = create_model("resnet18", 8, chans, width=width).to(device).eval()
     models = {"lanet_exported": exported, "plain_resnet18": plain}
     times: dict[str, list[float]] = {k: [] for k in models}
     x = torch.randn(batch, chans, size, size, device=device)
@@ -101,7 +101,8 @@ def time_inference(size: int, batch: int, steps: int, warmup: int, device: torch
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[48, 224])
-    ap.add_argument("--batch", type=int, default=64, help="training batch")
+    ap.add_argument("--batch", type=int, default=64, help="training batch (a quarter of it above 112 px on CPU)")
+    ap.add_argument("--width", type=int, default=64, help="ResNet base width (64 standard, 32 laptop)")
     ap.add_argument("--steps", type=int, default=10, help="timed steps per size (after warm-up)")
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--channels", type=int, default=1)
@@ -111,7 +112,8 @@ def main() -> None:
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           (args.device if args.device != "auto" else "cpu"))
     amp = device.type == "cuda"
-    result = {"device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
+    name = torch.cuda.get_device_name() if device.type == "cuda" else (platform.processor() or "cpu")
+    result = {"width": args.width, "device": name,
               "threads": torch.get_num_threads(), "torch": torch.__version__, "amp_bf16": amp,
               "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                                        text=True).stdout.strip(),
@@ -120,10 +122,13 @@ def main() -> None:
                   for k, v in vars(args).items()),
               "train": {}, "inference": {}}
     for size in args.sizes:
-        steps = args.steps if size <= 112 or device.type == "cuda" else max(3, args.steps // 3)
-        result["train"][str(size)] = time_training(size, args.batch, steps, args.warmup, device, args.channels, amp)
+        small = size <= 112 or device.type == "cuda"
+        steps = args.steps if small else max(3, args.steps // 2)
+        batch = args.batch if small else max(8, args.batch // 4)
+        result["train"][str(size)] = time_training(size, batch, steps, args.warmup, device, args.channels, amp,
+                                                   args.width)
         result["inference"][str(size)] = time_inference(size, 256 if size <= 112 else 64, steps, args.warmup,
-                                                        device, args.channels, amp)
+                                                        device, args.channels, amp, args.width)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(f"device {result['device']} ({result['threads']} threads), torch {result['torch']}")
