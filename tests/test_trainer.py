@@ -58,6 +58,10 @@ def test_run_directory_and_summary(tmp_path):
     hist = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     best = max(range(2), key=lambda i: (hist[i]["val_accuracy"], -i))
     assert s["test_accuracy_val_selected"] == hist[best]["test_accuracy"]
+    assert s["val_selected"]["epoch"] == best + 1
+    assert s["val_selected"]["confusion_matrix"] == hist[best]["test_confusion_matrix"]
+    assert s["confusion_matrix"] == hist[-1]["test_confusion_matrix"]
+    assert sum(map(sum, s["confusion_matrix"])) == s["num_test"]
     # re-evaluation of the saved model reproduces the final test accuracy
     ev = evaluate_run(run, device="cpu")
     assert ev["final"]["test"]["accuracy"] == pytest.approx(s["test_accuracy"])

@@ -1,4 +1,4 @@
-"""The ``lanet`` command line: prepare, train, evaluate, demo, methods, config.
+"""The ``lanet`` command line: prepare, train, evaluate, demo, bench, methods, config.
 
 Every option maps onto one configuration key (``lanet config`` prints them all); ``-o key=value`` sets any
 key, including method hyperparameters (``-o method.params.K=12``). Errors a user can cause print one line
@@ -125,6 +125,31 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    import shlex
+
+    from .bench import run_benchmark
+
+    argv = getattr(args, "argv", None)
+    command = shlex.join(["lanet", *argv]) if argv is not None else None
+    report = run_benchmark(args.tables, args.preset, root=args.root, runs=args.runs, results=args.results,
+                           seeds=args.seeds, methods=args.methods.split(",") if args.methods else None,
+                           rates=args.rates or None, device=args.device, overrides=args.overrides,
+                           render_only=args.render_only, dry_run=args.dry_run, progress=not args.quiet,
+                           command=command)
+    if args.dry_run:
+        return 0
+    for r in report.rendered:
+        print(r.markdown)
+    if report.written:
+        print(f"written {len(report.written)} files to {report.written[0].parent}")
+    if report.failed:
+        print(f"lanet: {len(report.failed)} run(s) failed or were not run: "
+              + ", ".join(f"{o.spec.table}/{o.spec.name}" for o in report.failed), file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_methods(args: argparse.Namespace) -> int:
     from dataclasses import fields
 
@@ -191,6 +216,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_demo)
 
+    from .bench import PRESETS, TABLE_ORDER, TABLES
+
+    p = sub.add_parser("bench", formatter_class=fmt, help="run the paper's tables as resumable grids and render them",
+                       description="Run a grid of (method x noise type x noise rate x seed), one run directory "
+                       "each, and render each table as Markdown, CSV and JSON with mean ± std over seeds, computed "
+                       "from the run directories only. Finished runs are skipped, partial ones resumed, a crashed "
+                       "run is recorded and the grid goes on; rerun the same command to continue a killed grid.",
+                       epilog="Tables:\n" + "\n".join(f"  {n:<10} {TABLES[n].title}" for n in TABLE_ORDER)
+                       + "\n  all        every table above\nPresets:\n"
+                       + "\n".join(f"  {n:<10} {p_.description}" for n, p_ in PRESETS.items()))
+    p.add_argument("tables", nargs="+", metavar="TABLE", help=f"table(s) to run: {', '.join(TABLE_ORDER)} or all")
+    p.add_argument("--preset", required=True, metavar="NAME",
+                   help=f"shared configuration and default seeds: {' | '.join(PRESETS)}")
+    p.add_argument("--root", default=None, metavar="PATH",
+                   help="FERPlus folder for the cpu and paper presets (default ../shared/data/ferplus)")
+    p.add_argument("--runs", default=None, metavar="DIR", help="folder of the run directories "
+                   "(default runs/bench/<preset>; each run is DIR/<table>/<method>-<noise>-<rate>-s<seed>)")
+    p.add_argument("--results", default=None, metavar="DIR",
+                   help="folder for <table>.md/.csv/.json (default benchmarks/results/<preset>)")
+    p.add_argument("--seeds", type=int, nargs="+", default=None, metavar="S",
+                   help="seeds to run (default: the preset's: smoke 0 1, cpu 0, paper 0 1 2); when rendering, the "
+                   "seeds to show (default: every seed found in the run directories)")
+    p.add_argument("--methods", default="", metavar="M1,M2", help="comma-separated methods: the rows of table1, "
+                   "table5 and annotator (default baseline,lanet); for table2/fig2 keeps rows of these methods")
+    p.add_argument("--rates", default="", metavar="R1,R2", help="comma-separated noise rates of the noisy columns "
+                   "(default 0.1,0.2,0.3 for table1/table5, 0.3 for table2/fig2; clean columns stay)")
+    p.add_argument("--device", default=None, metavar="DEV", help="auto | cpu | cuda (default: the preset's)")
+    p.add_argument("-o", "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a configuration key for every run (repeat it when rendering)")
+    p.add_argument("--render-only", action="store_true", help="train nothing; render the tables from the runs")
+    p.add_argument("--dry-run", action="store_true", help="print each run and its status; train and write nothing")
+    p.add_argument("--quiet", action="store_true", help="no per-epoch progress bars")
+    p.set_defaults(func=cmd_bench)
+
     p = sub.add_parser("methods", help="list registered methods and their hyperparameters")
     p.set_defaults(func=cmd_methods)
     p = sub.add_parser("config", help="print every configuration key with its default and meaning")
@@ -201,6 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # the exact command line, for provenance
     if args.version:
         from . import __version__
 

@@ -354,6 +354,13 @@ def summarise(cfg: Config, fs: FaceSet, noise: NoiseRecord, history: list[dict[s
         "mean_class_accuracy": final["test_mean_class_accuracy"],
         "per_class_accuracy": final["test_per_class_accuracy"],
         "confusion_matrix": final["test_confusion_matrix"],
+        "val_selected": None if sel is None else {
+            "epoch": sel + 1,
+            "test_accuracy": history[sel]["test_accuracy"],
+            "mean_class_accuracy": history[sel]["test_mean_class_accuracy"],
+            "per_class_accuracy": history[sel]["test_per_class_accuracy"],
+            "confusion_matrix": history[sel]["test_confusion_matrix"],
+        },
         "class_names": list(fs.class_names),
         "train_images_per_second": float(np.median(ips)) if ips else 0.0,
         "train_seconds": float(sum(h["train_seconds"] for h in history)),
