@@ -674,7 +674,8 @@ def _protocol_text(cfg: dict[str, Any] | None, dataset: str) -> str:
         proto = cfg.get("data", {}).get("protocol", "paper")
         if proto == "majority":
             return "FERPlus majority protocol: single votes dropped, the top emotion holds more than half the rest"
-        return "FERPlus paper protocol: the majority vote, i.e. the class with the most of the 10 votes"
+        return ("FERPlus paper protocol: the majority (plurality) vote, i.e. the class with the most of the 10 "
+                "votes")
     if dataset == "synthetic":
         return "synthetic: the class the face was generated from"
     return "the dataset's own labels"
@@ -698,7 +699,9 @@ def _run_record(spec: RunSpec, run_dir: Path) -> dict[str, Any]:
                 "test_accuracy_val_selected": s.get("test_accuracy_val_selected"),
                 "val_selected_epoch": s.get("val_selected_epoch"),
                 "realised_noise_rate": s.get("realised_noise_rate"), "epochs": s.get("epochs"),
-                "mean_class_accuracy": s.get("mean_class_accuracy"), "train_seconds": s.get("train_seconds"),
+                "mean_class_accuracy": s.get("mean_class_accuracy"),
+                "mean_class_accuracy_val_selected": (s.get("val_selected") or {}).get("mean_class_accuracy"),
+                "train_seconds": s.get("train_seconds"),
                 "num_train": s.get("num_train"), "num_test": s.get("num_test"), "device": s.get("device"),
                 "torch": s.get("torch")})
     trained = _read_json(run_dir / PROVENANCE_FILE)
@@ -806,13 +809,17 @@ def render_table6(bench: Bench, seeds: Sequence[int] | None, prov: dict[str, Any
                 continue
             groups.setdefault((d.parent.name, m.group(1)), []).append(d)
     order = {name: i for i, name in enumerate(TABLE_ORDER)}
-    rows_out, runs = [], []
+    rows_out, runs, errors = [], [], []
     dataset = None
     for (tab, prefix), dirs in sorted(groups.items(), key=lambda kv: (order.get(kv[0][0], 99), kv[0][1])):
         per_run = []
         for d in dirs:
             s = _read_json(d / "summary.json") or {}
-            js = label_distribution_js(d, bench.faceset_for(d))
+            try:
+                js = label_distribution_js(d, bench.faceset_for(d))
+            except (LanetError, OSError, ValueError, KeyError) as exc:
+                errors.append(f"{tab}/{d.name}: {exc}")
+                continue
             dataset = dataset or s.get("dataset")
             noise = s.get("noise", {})
             rec = {"table": tab, "run": d.name, "run_dir": str(d), "seed": s.get("seed"), **js,
@@ -823,6 +830,8 @@ def render_table6(bench: Bench, seeds: Sequence[int] | None, prov: dict[str, Any
                 rec["trained_by"] = {k: tb.get(k) for k in ("machine", "commit", "command", "wall_seconds")}
             per_run.append(rec)
             runs.append(rec)
+        if not per_run:
+            continue
         row: dict[str, Any] = {"table": tab, "run": prefix, "seeds": len(per_run),
                                "seed_list": [r["seed"] for r in per_run],
                                "training_labels": Column(per_run[0]["noise"] or "none",
@@ -843,7 +852,10 @@ def render_table6(bench: Bench, seeds: Sequence[int] | None, prov: dict[str, Any
                   f"| {r['seeds']} |")
     if not rows_out:
         md.append("| – | no LA-Net run with label_distributions.npz yet | – | – | – | – | – | 0 |")
-    md += [""] + _provenance_lines(prov, _trained_on(runs))
+    md.append("")
+    if errors:
+        md += ["not computed: " + "; ".join(errors), ""]
+    md += _provenance_lines(prov, _trained_on(runs))
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["source_table", "run", "training_labels", "seeds", "seed_list", "images", "js_learned_mean",
@@ -855,7 +867,7 @@ def render_table6(bench: Bench, seeds: Sequence[int] | None, prov: dict[str, Any
                     _num(r["js_onehot_train_mean"]), _num(r["js_onehot_train_std"]),
                     _num(r["js_onehot_dataset_mean"]), _num(r["js_onehot_dataset_std"])])
     data = {"table": "table6", "title": t.title, "caption": caption, "dataset": dataset, "log_base": "e",
-            "provenance": prov, "rows": rows_out, "runs": runs}
+            "provenance": prov, "rows": rows_out, "runs": runs, "errors": errors}
     return Rendered("table6", "\n".join(md) + "\n", buf.getvalue(), data)
 
 
@@ -908,6 +920,8 @@ def run_benchmark(tables: Sequence[str], preset: str = "smoke", *, root: str | N
         render_only: only render from the run directories. dry_run: only print the plan.
         progress: per-epoch progress bars. command: the command line recorded as provenance.
     """
+    if render_only and dry_run:
+        raise LanetError("--render-only and --dry-run exclude each other")
     p = get_preset(preset)
     names = expand_tables(tables)
     rates_l = parse_rates(rates) if rates is not None else None

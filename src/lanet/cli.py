@@ -241,7 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", default="", metavar="M1,M2", help="comma-separated methods: the rows of table1, "
                    "table5 and annotator (default baseline,lanet); for table2/fig2 keeps rows of these methods")
     p.add_argument("--rates", default="", metavar="R1,R2", help="comma-separated noise rates of the noisy columns "
-                   "(default 0.1,0.2,0.3 for table1/table5, 0.3 for table2/fig2; clean columns stay)")
+                   "(default 0.1,0.2,0.3 for table1/table5, 0.3 for table2/fig2; clean and annotator columns stay)")
     p.add_argument("--device", default=None, metavar="DEV", help="auto | cpu | cuda (default: the preset's)")
     p.add_argument("-o", "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a configuration key for every run (repeat it when rendering)")

@@ -1,0 +1,393 @@
+"""``lanet bench``: the smoke preset end to end (CI proves the harness with it), resumability, crash handling,
+rendering from run directories, JS divergence and Table 6."""
+
+import csv
+import json
+import math
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lanet import bench as bench_mod
+from lanet.bench import (
+    PRESETS,
+    TABLES,
+    Bench,
+    RunSpec,
+    get_preset,
+    grid,
+    js_divergence,
+    label_distribution_js,
+    run_benchmark,
+)
+from lanet.cli import build_parser, main
+from lanet.errors import LanetError
+from lanet.train import trainer as trainer_mod
+
+REAL_TRAIN = bench_mod.train
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    """table1 on the smoke preset through the CLI: one rate, both methods, seeds 0 and 1 (4 runs)."""
+    base = tmp_path_factory.mktemp("bench")
+    runs, results = base / "runs", base / "results"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LANET_CACHE", str(base / "cache"))
+        argv = ["bench", "table1", "--preset", "smoke", "--rates", "0.3", "--methods", "baseline,lanet",
+                "--seeds", "0", "1", "--runs", str(runs), "--results", str(results), "--quiet"]
+        code = main(argv)
+    assert code == 0
+    return runs, results, argv
+
+
+def _csv_rows(path: Path) -> list[dict]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _summaries(runs: Path, prefix: str) -> list[dict]:
+    return [json.loads((d / "summary.json").read_text()) for d in sorted((runs / "table1").glob(f"{prefix}-s*"))]
+
+
+# ---------------------------------------------------------------------------------------------- end to end
+def test_smoke_grid_writes_run_directories(smoke):
+    runs, _, _ = smoke
+    names = sorted(p.name for p in (runs / "table1").iterdir())
+    assert names == ["baseline-symmetric-0.30-s0", "baseline-symmetric-0.30-s1",
+                     "lanet-symmetric-0.30-s0", "lanet-symmetric-0.30-s1"]
+    for n in names:
+        d = runs / "table1" / n
+        s = json.loads((d / "summary.json").read_text())
+        assert s["method"] == n.split("-")[0] and s["seed"] == int(n[-1])
+        assert s["noise"] == {"type": "symmetric", "rate": 0.3} and s["dataset"] == "synthetic"
+        assert s["epochs"] == 1 and s["image_size"] == 32 and s["config"]["model"]["width"] == 16
+        assert s["config"]["train"]["threads"] == 1
+        prov = json.loads((d / "bench_run.json").read_text())
+        assert prov["preset"] == "smoke" and "bench table1" in prov["command"] and prov["wall_seconds"] > 0
+    assert (runs / "table1" / "lanet-symmetric-0.30-s0" / "label_distributions.npz").is_file()
+    # seeds differ: different noise draws and initialisations
+    s0, s1 = _summaries(runs, "baseline-symmetric-0.30")
+    assert s0["config"]["train"]["seed"] == 0 and s1["config"]["train"]["seed"] == 1
+
+
+def test_smoke_tables_hold_mean_and_std_of_the_summaries(smoke):
+    runs, results, argv = smoke
+    rows = {r["method"]: r for r in _csv_rows(results / "table1.csv")}
+    assert set(rows) == {"baseline", "lanet"}
+    md = (results / "table1.md").read_text()
+    for method in ("baseline", "lanet"):
+        ss = _summaries(runs, f"{method}-symmetric-0.30")
+        assert len(ss) == 2
+        fin = [100 * s["test_accuracy"] for s in ss]
+        sel = [100 * s["test_accuracy_val_selected"] for s in ss]
+        r = rows[method]
+        assert r["seeds"] == "2" and r["seed_list"] == "0 1" and r["noise"] == "symmetric" and r["rate"] == "0.30"
+        assert float(r["test_accuracy_mean_pct"]) == pytest.approx(statistics.mean(fin), abs=1e-5)
+        assert float(r["test_accuracy_std_pct"]) == pytest.approx(statistics.stdev(fin), abs=1e-5)
+        assert float(r["val_selected_mean_pct"]) == pytest.approx(statistics.mean(sel), abs=1e-5)
+        assert float(r["val_selected_std_pct"]) == pytest.approx(statistics.stdev(sel), abs=1e-5)
+        assert float(r["realised_noise_rate_mean"]) == pytest.approx(
+            statistics.mean(s["realised_noise_rate"] for s in ss), abs=1e-6)
+        row = "LA-Net" if method == "lanet" else "baseline"
+        cell = (f"| {row} | symmetric 30% | {statistics.mean(fin):.2f} ± {statistics.stdev(fin):.2f} | "
+                f"{statistics.mean(sel):.2f} ± {statistics.stdev(sel):.2f} | 2 |")
+        assert cell in md, (cell, md)
+    data = json.loads((results / "table1.json").read_text())
+    assert len(data["runs"]) == 4 and not data["missing"] and not data["failed"]
+    assert {r["seed"] for r in data["runs"]} == {0, 1}
+    prov = data["provenance"]
+    for key in ("machine", "torch", "preset", "commit", "command", "date"):
+        assert prov[key], key
+    assert prov["preset"] == "smoke" and prov["command"] == "lanet " + " ".join(argv)
+    assert prov["machine"]["nproc"] >= 1
+    assert "commit `" in md and "lanet bench table1" in md
+
+
+def test_rerun_skips_finished_runs_and_renders_the_same(smoke, monkeypatch, tmp_path):
+    runs, results, _ = smoke
+
+    def must_not_train(*a, **kw):
+        raise AssertionError("train called for a finished run")
+
+    monkeypatch.setattr(bench_mod, "train", must_not_train)
+    rep = run_benchmark(["table1"], "smoke", runs=runs, results=tmp_path, seeds=[0, 1], rates=[0.3],
+                        methods=["baseline", "lanet"], progress=False)
+    assert [o.status for o in rep.outcomes] == ["finished"] * 4 and not rep.failed
+    old, new = _csv_rows(results / "table1.csv"), _csv_rows(tmp_path / "table1.csv")
+    assert old == new
+    # render-only without --seeds finds every seed on disk
+    rep = run_benchmark(["table1"], "smoke", runs=runs, results=tmp_path, rates=[0.3], render_only=True)
+    assert rep.outcomes == [] and _csv_rows(tmp_path / "table1.csv") == old
+
+
+def test_other_tables_reuse_equal_runs(smoke, monkeypatch, tmp_path):
+    runs, _, _ = smoke
+    b = Bench(get_preset("smoke"), runs)
+    spec = next(s for s in grid("table2", [0]) if s.row == "LD+LM+EL+PL" and s.noise == "symmetric")
+    assert spec.name == "lanet-symmetric-0.30-s0"
+    plan = b.plan(spec)
+    assert plan.status == "reused" and plan.run_dir == runs / "table1" / "lanet-symmetric-0.30-s0"
+    k4 = next(s for s in grid("fig2", [0]) if s.row == "K=4" and s.noise == "symmetric")
+    assert b.plan(k4).status == "new"
+    # table2 rendered from the runs it can reuse: the full LA-Net row on 30% noise has both seeds, others none
+    monkeypatch.setattr(bench_mod, "train", None)
+    rep = run_benchmark(["table2"], "smoke", runs=runs, results=tmp_path, render_only=True)
+    rows = {(r["row"], r["noise"]): r for r in _csv_rows(tmp_path / "table2.csv")}
+    assert rows[("LD+LM+EL+PL", "symmetric")]["seeds"] == "2"
+    assert rows[("LD", "symmetric")]["seeds"] == "0" and rows[("LD", "symmetric")]["test_accuracy_mean_pct"] == ""
+    assert "missing runs" in rep.rendered[0].markdown
+    # a run with another configuration under the same name is not used
+    other = Bench(get_preset("smoke"), runs, overrides=["train.epochs=2"])
+    own = RunSpec("table1", "LA-Net", "lanet", (), "symmetric", 0.3, 0)
+    assert other.plan(own).status == "stale" and "train.epochs" in other.plan(own).message
+
+
+def test_partial_run_is_resumed(tmp_path, monkeypatch):
+    runs = tmp_path / "runs"
+    kw = dict(runs=runs, results=tmp_path / "res", seeds=[0], rates=[0.3], methods=["baseline"],
+              overrides=["train.epochs=2"], progress=False)
+    real_order = trainer_mod.epoch_order
+
+    def killed_in_second_epoch(labels, num_classes, epoch, *a, **k):
+        if epoch == 1:
+            raise KeyboardInterrupt
+        return real_order(labels, num_classes, epoch, *a, **k)
+
+    monkeypatch.setattr(trainer_mod, "epoch_order", killed_in_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        run_benchmark(["table1"], "smoke", **kw)
+    run = runs / "table1" / "baseline-symmetric-0.30-s0"
+    assert (run / "checkpoint.pt").is_file() and not (run / "summary.json").exists()
+    first_epoch = (run / "metrics.jsonl").read_text().splitlines()
+    assert len(first_epoch) == 1
+    monkeypatch.setattr(trainer_mod, "epoch_order", real_order)
+
+    calls = []
+
+    def spy(cfg, out, resume=False, progress=True):
+        calls.append((Path(out).name, resume))
+        return REAL_TRAIN(cfg, out, resume=resume, progress=progress)
+
+    monkeypatch.setattr(bench_mod, "train", spy)
+    rep = run_benchmark(["table1"], "smoke", **kw)
+    assert calls == [("baseline-symmetric-0.30-s0", True)]
+    assert [o.status for o in rep.outcomes] == ["resumed"]
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 2 and json.loads(lines[0])["test_accuracy"] == json.loads(first_epoch[0])["test_accuracy"]
+    assert json.loads((run / "summary.json").read_text())["epochs"] == 2
+    assert json.loads((run / "bench_run.json").read_text())["resumed"] is True
+
+
+def test_a_failing_run_does_not_stop_the_grid(tmp_path, monkeypatch, capsys):
+    runs = tmp_path / "runs"
+
+    def flaky(cfg, out, resume=False, progress=True):
+        if cfg.method.name == "baseline":
+            raise RuntimeError("disk on fire")
+        return REAL_TRAIN(cfg, out, resume=resume, progress=progress)
+
+    monkeypatch.setattr(bench_mod, "train", flaky)
+    args = ["bench", "table1", "--preset", "smoke", "--rates", "0.3", "--seeds", "0", "--runs", str(runs),
+            "--results", str(tmp_path / "res"), "--quiet"]
+    assert main(args) == 1
+    captured = capsys.readouterr()
+    assert "table1/baseline-symmetric-0.30-s0" in captured.err and "disk on fire" in captured.err
+    bad, good = runs / "table1" / "baseline-symmetric-0.30-s0", runs / "table1" / "lanet-symmetric-0.30-s0"
+    assert "RuntimeError: disk on fire" in (bad / "bench_error.txt").read_text()
+    assert (good / "summary.json").is_file()
+    rows = {r["method"]: r for r in _csv_rows(tmp_path / "res" / "table1.csv")}
+    assert rows["baseline"]["seeds"] == "0" and rows["lanet"]["seeds"] == "1"
+    md = (tmp_path / "res" / "table1.md").read_text()
+    assert "failed runs: baseline-symmetric-0.30-s0: RuntimeError: disk on fire" in md
+    # the next invocation retries the failed run and skips the finished one
+    monkeypatch.setattr(bench_mod, "train", REAL_TRAIN)
+    rep = run_benchmark(["table1"], "smoke", runs=runs, results=tmp_path / "res", seeds=[0], rates=[0.3],
+                        progress=False)
+    assert [o.status for o in rep.outcomes] == ["trained", "finished"] and not rep.failed
+    assert not (bad / "bench_error.txt").exists() and (bad / "summary.json").is_file()
+
+
+# ---------------------------------------------------------------------------------------------- JS and table6
+def test_js_divergence_on_hand_computed_distributions():
+    assert js_divergence([1.0, 0.0], [0.0, 1.0]) == pytest.approx(math.log(2))
+    assert js_divergence([0.3, 0.7], [0.3, 0.7]) == pytest.approx(0.0, abs=1e-12)
+    # p = (1/2, 1/2), q = (1, 0): m = (3/4, 1/4); KL(p||m) = 1/2 ln(4/3), KL(q||m) = ln(4/3); JS = 3/4 ln(4/3)
+    assert js_divergence([0.5, 0.5], [1.0, 0.0]) == pytest.approx(0.75 * math.log(4 / 3))
+    assert js_divergence([1.0, 0.0], [0.5, 0.5]) == pytest.approx(0.75 * math.log(4 / 3))  # symmetric
+    assert js_divergence([2.0, 2.0], [3.0, 0.0]) == pytest.approx(0.75 * math.log(4 / 3))  # counts are normalised
+    rows = js_divergence(np.array([[1, 0, 0], [0.2, 0.3, 0.5]]), np.array([[0, 0, 1], [0.2, 0.3, 0.5]]))
+    assert rows.shape == (2,) and rows == pytest.approx([math.log(2), 0.0], abs=1e-12)
+    with pytest.raises(ValueError):
+        js_divergence([1, 0], [1, 0, 0])
+
+
+def _js_reference(p, q):
+    p = [x / sum(p) for x in p]
+    q = [x / sum(q) for x in q]
+    m = [(a + b) / 2 for a, b in zip(p, q)]
+    kl = lambda a, b: sum(x * math.log(x / y) for x, y in zip(a, b) if x > 0)  # noqa: E731
+    return 0.5 * kl(p, m) + 0.5 * kl(q, m)
+
+
+def test_table6_on_synthetic_runs(smoke, tmp_path, monkeypatch):
+    from lanet.data.synthetic import make_synthetic
+
+    runs, _, _ = smoke
+    monkeypatch.setattr(bench_mod, "train", None)  # rendering never trains
+    rep = run_benchmark(["table6"], "smoke", runs=runs, results=tmp_path, render_only=True)
+    md = rep.rendered[0].markdown
+    assert "natural log" in md and "ln 2" in md
+    rows = _csv_rows(tmp_path / "table6.csv")
+    assert len(rows) == 1 and rows[0]["source_table"] == "table1" and rows[0]["run"] == "lanet-symmetric-0.30"
+    assert rows[0]["seeds"] == "2"
+    fs = make_synthetic(n=300, seed=0, size=32, channels=1)
+    per_seed = {"js_learned": [], "js_onehot_train": [], "js_onehot_dataset": []}
+    for seed in (0, 1):
+        z = np.load(runs / "table1" / f"lanet-symmetric-0.30-s{seed}" / "label_distributions.npz")
+        idx = [int(str(n)[3:10]) for n in z["names"]]  # syn0000123.png -> 123
+        assert all(fs.split[i] == 0 for i in idx) and len(idx) == int(rows[0]["images"]) == 210
+        votes = fs.votes[idx]
+        onehot = lambda k: [1.0 if j == k else 0.0 for j in range(fs.num_classes)]  # noqa: E731
+        per_seed["js_learned"].append(np.mean([_js_reference(list(d), list(v))
+                                               for d, v in zip(z["distributions"], votes)]))
+        per_seed["js_onehot_train"].append(np.mean([_js_reference(onehot(k), list(v))
+                                                    for k, v in zip(z["train_labels"], votes)]))
+        per_seed["js_onehot_dataset"].append(np.mean([_js_reference(onehot(fs.labels[i]), list(v))
+                                                      for i, v in zip(idx, votes)]))
+    for key, vals in per_seed.items():
+        assert float(rows[0][f"{key}_mean"]) == pytest.approx(statistics.mean(vals), abs=1e-5), key
+        assert float(rows[0][f"{key}_std"]) == pytest.approx(statistics.stdev(vals), abs=1e-5), key
+    # the training labels carry 30% symmetric noise, the dataset labels do not: the noisy one-hots are further
+    # from the human votes
+    assert statistics.mean(per_seed["js_onehot_train"]) > statistics.mean(per_seed["js_onehot_dataset"])
+    data = json.loads((tmp_path / "table6.json").read_text())
+    assert data["log_base"] == "e" and len(data["runs"]) == 2
+
+
+def test_table6_lists_runs_it_cannot_compute(smoke, tmp_path):
+    import shutil
+
+    runs, _, _ = smoke
+    copy = tmp_path / "runs" / "table6" / "lanet-none-0.00-s0"
+    shutil.copytree(runs / "table1" / "lanet-symmetric-0.30-s0", copy)
+    z = dict(np.load(copy / "label_distributions.npz"))
+    z["names"] = np.array([f"elsewhere{i}.png" for i in range(len(z["names"]))])
+    np.savez(copy / "label_distributions.npz", **z)
+    rep = run_benchmark(["table6"], "smoke", runs=tmp_path / "runs", results=tmp_path / "res", render_only=True)
+    assert rep.rendered[0].data["rows"] == [] and "table6/lanet-none-0.00-s0" in rep.rendered[0].data["errors"][0]
+    assert "not computed: table6/lanet-none-0.00-s0" in rep.rendered[0].markdown
+
+
+def test_label_distribution_js_matches_by_name_not_order(tmp_path):
+    from lanet.data.faceset import FaceSet
+
+    votes = np.array([[10, 0], [5, 5], [0, 10], [1, 9]], dtype=np.float32)
+    fs = FaceSet(images=np.zeros((4, 8, 8, 1), np.uint8), labels=[0, 0, 1, 1], split=[0, 0, 0, 2],
+                 names=["a.png", "b.png", "c.png", "t.png"], num_classes=2, votes=votes)
+    # rows in another order than the dataset: c, a, b
+    np.savez(tmp_path / "label_distributions.npz", distributions=np.array([[0, 1], [1, 0], [0.5, 0.5]]),
+             train_labels=np.array([0, 0, 0]), names=np.array(["c.png", "a.png", "b.png"]))
+    js = label_distribution_js(tmp_path, fs)
+    assert js["images"] == 3 and js["js_learned"] == pytest.approx(0.0, abs=1e-12)  # every row equals its votes
+    # one-hot training labels (0, 0, 0) vs votes (c: [0,1], a: [1,0], b: [.5,.5]) -> (ln 2 + 0 + 3/4 ln 4/3) / 3
+    assert js["js_onehot_train"] == pytest.approx((math.log(2) + 0.75 * math.log(4 / 3)) / 3)
+    # dataset labels (c: 1, a: 0, b: 0) -> (0 + 0 + 3/4 ln 4/3) / 3
+    assert js["js_onehot_dataset"] == pytest.approx(0.75 * math.log(4 / 3) / 3)
+    assert js["train_label_differs_from_dataset"] == pytest.approx(1 / 3)
+    np.savez(tmp_path / "label_distributions.npz", distributions=np.array([[0, 1]]), train_labels=np.array([0]),
+             names=np.array(["t.png"]))
+    with pytest.raises(LanetError, match="not training images"):
+        label_distribution_js(tmp_path, fs)
+
+
+# ---------------------------------------------------------------------------------------------- grids and CLI
+def test_grids_are_data_and_names_encode_specs():
+    assert set(TABLES) == {"table1", "table5", "table2", "fig2", "annotator", "table6"}
+    assert set(PRESETS) == {"smoke", "cpu", "paper"}
+    t1 = grid("table1", [0, 1])
+    assert len(t1) == 12 and {s.method for s in t1} == {"baseline", "lanet"}
+    assert sorted({s.rate for s in t1}) == [0.1, 0.2, 0.3] and {s.noise for s in t1} == {"symmetric"}
+    assert {s.noise for s in grid("table5", [0])} == {"asymmetric"}
+    t2 = grid("table2", [0])
+    assert [s.name for s in t2 if s.noise == "none"] == [
+        "lanet-LD0-LM0-EL0-PL0-none-0.00-s0", "lanet-LM0-EL0-PL0-none-0.00-s0", "lanet-EL0-PL0-none-0.00-s0",
+        "lanet-PL0-none-0.00-s0", "lanet-none-0.00-s0"]
+    assert {(s.noise, s.rate) for s in t2} == {("none", 0.0), ("symmetric", 0.3)}
+    assert dict(t2[0].params) == {"LD": False, "LM": False, "EL": False, "PL": False}
+    f2 = grid("fig2", [0])
+    assert [s.name for s in f2 if s.noise == "symmetric"] == [
+        "lanet-K4-symmetric-0.30-s0", "lanet-symmetric-0.30-s0", "lanet-K12-symmetric-0.30-s0",
+        "lanet-K16-symmetric-0.30-s0"]
+    ann = grid("annotator", [0])
+    assert [(s.method, s.noise) for s in ann] == [("baseline", "annotator"), ("lanet", "annotator")]
+    assert {(s.method, s.noise) for s in grid("table6", [0])} == {("lanet", "none"), ("lanet", "annotator")}
+    # --rates replaces the noisy columns (the clean column stays); --methods selects rows
+    assert [(s.noise, s.rate) for s in grid("table2", [0], rates=[0.2]) if s.row == "none"] == [
+        ("none", 0.0), ("symmetric", 0.2)]
+    assert [s.name for s in grid("table1", [3], methods=["lanet"], rates=[0.4])] == ["lanet-symmetric-0.40-s3"]
+    assert grid("fig2", [0], methods=["baseline"]) == []
+    # every spec's configuration: the preset, then the spec
+    b = Bench(get_preset("paper"), Path("unused"), root="/data/fp", device="cuda")
+    cfg = b.config(next(s for s in f2 if s.row == "K=12" and s.noise == "symmetric"))
+    assert (cfg.data.name, cfg.data.image_size, cfg.data.channels, cfg.data.root) == ("ferplus", 224, 3, "/data/fp")
+    assert (cfg.model.width, cfg.train.batch_size, cfg.train.epochs, cfg.train.lr) == (64, 128, 80, 1e-3)
+    assert cfg.augment.balanced and cfg.train.device == "cuda" and cfg.method.params == {"K": 12}
+    assert (cfg.noise.type, cfg.noise.rate, cfg.train.seed, cfg.noise.seed) == ("symmetric", 0.3, 0, -1)
+    cpu = Bench(get_preset("cpu"), Path("unused")).config(t1[0])
+    assert (cpu.data.image_size, cpu.model.width, cpu.train.batch_size, cpu.train.epochs) == (48, 32, 64, 8)
+    assert PRESETS["cpu"].seeds == (0,) and len(PRESETS["paper"].seeds) == 3 and PRESETS["smoke"].seeds == (0, 1)
+
+
+def test_unknown_tables_presets_and_bad_options_are_errors(tmp_path, capsys):
+    with pytest.raises(LanetError, match="unknown table 'table9'"):
+        run_benchmark(["table9"], "smoke", runs=tmp_path)
+    with pytest.raises(LanetError, match="unknown preset 'fast'"):
+        run_benchmark(["table1"], "fast", runs=tmp_path)
+    with pytest.raises(LanetError, match="rates"):
+        run_benchmark(["table1"], "smoke", runs=tmp_path, rates="0.3,x")
+    with pytest.raises(LanetError, match="unknown method"):
+        run_benchmark(["table1"], "smoke", runs=tmp_path, methods=["magic"])
+    assert main(["bench", "table9", "--preset", "smoke", "--runs", str(tmp_path)]) == 2
+    assert "unknown table" in capsys.readouterr().err
+    assert main(["bench", "table1", "--preset", "cpu", "--root", str(tmp_path / "nowhere"),
+                 "--runs", str(tmp_path / "r")]) == 2
+    assert "nowhere" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_dry_run_lists_runs_and_writes_nothing(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(bench_mod, "train", None)
+    assert main(["bench", "all", "--preset", "smoke", "--seeds", "0", "--runs", str(tmp_path / "r"),
+                 "--results", str(tmp_path / "res"), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "[34/34] table6/lanet-annotator-0.00-s0: new" in out
+    assert "table2/lanet-symmetric-0.30-s0: new (reuses table1/lanet-symmetric-0.30-s0" in out
+    assert not (tmp_path / "r").exists() and not (tmp_path / "res").exists()
+
+
+def test_bench_help_explains_every_option():
+    out = subprocess.run([sys.executable, "-m", "lanet.cli", "bench", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0
+    sub = build_parser()._subparsers._group_actions[0].choices["bench"]  # noqa: SLF001
+    for action in sub._actions:  # noqa: SLF001
+        if action.option_strings:
+            assert action.help, action.option_strings
+            assert action.option_strings[-1] in out.stdout
+    for word in list(TABLES) + list(PRESETS):
+        assert word in out.stdout
+
+
+@pytest.mark.ferplus
+def test_cpu_preset_plans_ferplus_runs(ferplus_root, capsys):
+    """Dry run only: no FERPlus training in the test suite."""
+    rep = run_benchmark(["table1", "annotator"], "cpu", root=str(ferplus_root), runs="/nonexistent/runs",
+                        dry_run=True)
+    assert len(rep.outcomes) == 8 and {o.status for o in rep.outcomes} == {"new"}
+    cfg = Bench(get_preset("cpu"), Path("x"), root=str(ferplus_root)).config(rep.outcomes[-1].spec)
+    assert cfg.data.name == "ferplus" and Path(cfg.data.root) == ferplus_root.resolve()
+    assert cfg.noise.type == "annotator"
