@@ -339,7 +339,7 @@ def test_grids_are_data_and_names_encode_specs():
     assert cfg.augment.balanced and cfg.train.device == "cuda" and cfg.method.params == {"K": 12}
     assert (cfg.noise.type, cfg.noise.rate, cfg.train.seed, cfg.noise.seed) == ("symmetric", 0.3, 0, -1)
     cpu = Bench(get_preset("cpu"), Path("unused")).config(t1[0])
-    assert (cpu.data.image_size, cpu.model.width, cpu.train.batch_size, cpu.train.epochs) == (48, 32, 64, 6)
+    assert (cpu.data.image_size, cpu.model.width, cpu.train.batch_size, cpu.train.epochs) == (48, 32, 64, 5)
     assert PRESETS["cpu"].seeds == (0,) and len(PRESETS["paper"].seeds) == 3 and PRESETS["smoke"].seeds == (0, 1)
 
 

@@ -197,11 +197,11 @@ PRESETS: dict[str, Preset] = {
                    "eval_batch_size": 256, "log_every": 5}},
         (0, 1)),
     "cpu": Preset(
-        "cpu", "a 2-core CPU: all of FERPlus at its native 48 px, ResNet-18 at width 32, batch 64, 6 epochs "
+        "cpu", "a 2-core CPU: all of FERPlus at its native 48 px, ResNet-18 at width 32, batch 64, 5 epochs "
         "(one baseline + LA-Net pair at one noise level in well under 90 minutes)",
         {"data": {"name": "ferplus", "root": "../shared/data/ferplus", "image_size": 48},
          "model": {"arch": "resnet18", "width": 32},
-         "train": {"epochs": 6, "batch_size": 64, "lr": 1e-3, "device": "auto", "eval_batch_size": 512}},
+         "train": {"epochs": 5, "batch_size": 64, "lr": 1e-3, "device": "auto", "eval_batch_size": 512}},
         (0,)),
     "paper": Preset(
         "paper", "the paper's recipe for GPUs: FERPlus at 224 px RGB, ResNet-18 (width 64), batch 128, 80 epochs, "
