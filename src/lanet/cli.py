@@ -84,10 +84,14 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from .train.distributed import cleanup
     from .train.trainer import train
 
     cfg = _build_config(args)
-    summary = train(cfg, args.out, resume=args.resume, progress=not args.quiet)
+    try:
+        summary = train(cfg, args.out, resume=args.resume, progress=not args.quiet)
+    finally:
+        cleanup()  # leave a torchrun process group cleanly
     if summary:
         _print_summary(summary)
     return 0

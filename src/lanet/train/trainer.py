@@ -376,7 +376,3 @@ def summarise(cfg: Config, fs: FaceSet, noise: NoiseRecord, history: list[dict[s
         "config": asdict(cfg),
     }
 
-
-def run_is_finished(out: str | Path) -> bool:
-    return (Path(out) / "summary.json").is_file()
-
