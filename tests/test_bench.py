@@ -121,8 +121,14 @@ def test_rerun_skips_finished_runs_and_renders_the_same(smoke, monkeypatch, tmp_
     old, new = _csv_rows(results / "table1.csv"), _csv_rows(tmp_path / "table1.csv")
     assert old == new
     # render-only without --seeds finds every seed on disk
-    rep = run_benchmark(["table1"], "smoke", runs=runs, results=tmp_path, rates=[0.3], render_only=True)
+    rep = run_benchmark(["table1"], "smoke", runs=runs, results=tmp_path, rates=[0.3], methods=["baseline", "lanet"],
+                        render_only=True)
     assert rep.outcomes == [] and _csv_rows(tmp_path / "table1.csv") == old
+    # without --methods every row of the table is rendered; the peers have no runs on disk here
+    run_benchmark(["table1"], "smoke", runs=runs, results=tmp_path, rates=[0.3], render_only=True)
+    rows = _csv_rows(tmp_path / "table1.csv")
+    assert [r["method"] for r in rows] == ["baseline", "scn", "rul", "eac", "lanet"]
+    assert [r["seeds"] for r in rows] == ["2", "0", "0", "0", "2"]
 
 
 def test_other_tables_reuse_equal_runs(smoke, monkeypatch, tmp_path):
@@ -193,7 +199,7 @@ def test_a_failing_run_does_not_stop_the_grid(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(bench_mod, "train", flaky)
     args = ["bench", "table1", "--preset", "smoke", "--rates", "0.3", "--seeds", "0", "--runs", str(runs),
-            "--results", str(tmp_path / "res"), "--quiet"]
+            "--results", str(tmp_path / "res"), "--methods", "baseline,lanet", "--quiet"]
     assert main(args) == 1
     captured = capsys.readouterr()
     assert "table1/baseline-symmetric-0.30-s0" in captured.err and "disk on fire" in captured.err
@@ -207,7 +213,7 @@ def test_a_failing_run_does_not_stop_the_grid(tmp_path, monkeypatch, capsys):
     # the next invocation retries the failed run and skips the finished one
     monkeypatch.setattr(bench_mod, "train", REAL_TRAIN)
     rep = run_benchmark(["table1"], "smoke", runs=runs, results=tmp_path / "res", seeds=[0], rates=[0.3],
-                        progress=False)
+                        methods=["baseline", "lanet"], progress=False)
     assert [o.status for o in rep.outcomes] == ["trained", "finished"] and not rep.failed
     assert not (bad / "bench_error.txt").exists() and (bad / "summary.json").is_file()
 
@@ -310,7 +316,11 @@ def test_grids_are_data_and_names_encode_specs():
     assert set(TABLES) == {"table1", "table5", "table2", "fig2", "annotator", "table6"}
     assert set(PRESETS) == {"smoke", "cpu", "paper"}
     t1 = grid("table1", [0, 1])
-    assert len(t1) == 12 and {s.method for s in t1} == {"baseline", "lanet"}
+    assert len(t1) == 30 and {s.method for s in t1} == {"baseline", "scn", "rul", "eac", "lanet"}
+    # the paper's row order: baseline, SCN, RUL, EAC, LA-Net
+    assert [s.row for s in t1 if s.rate == 0.1 and s.seed == 0] == ["baseline", "SCN", "RUL", "EAC", "LA-Net"]
+    assert [s.method for s in grid("table5", [0], rates=[0.3])] == ["baseline", "scn", "rul", "eac", "lanet"]
+    assert [s.row for s in grid("table5", [0], methods=["eac", "baseline"], rates=[0.3])] == ["EAC", "baseline"]
     assert sorted({s.rate for s in t1}) == [0.1, 0.2, 0.3] and {s.noise for s in t1} == {"symmetric"}
     assert {s.noise for s in grid("table5", [0])} == {"asymmetric"}
     t2 = grid("table2", [0])
@@ -365,7 +375,7 @@ def test_dry_run_lists_runs_and_writes_nothing(tmp_path, capsys, monkeypatch):
     assert main(["bench", "all", "--preset", "smoke", "--seeds", "0", "--runs", str(tmp_path / "r"),
                  "--results", str(tmp_path / "res"), "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "[34/34] table6/lanet-annotator-0.00-s0: new" in out
+    assert "[52/52] table6/lanet-annotator-0.00-s0: new" in out
     assert "table2/lanet-symmetric-0.30-s0: new (reuses table1/lanet-symmetric-0.30-s0" in out
     assert not (tmp_path / "r").exists() and not (tmp_path / "res").exists()
 
@@ -387,7 +397,7 @@ def test_cpu_preset_plans_ferplus_runs(ferplus_root, capsys):
     """Dry run only: no FERPlus training in the test suite."""
     rep = run_benchmark(["table1", "annotator"], "cpu", root=str(ferplus_root), runs="/nonexistent/runs",
                         dry_run=True)
-    assert len(rep.outcomes) == 8 and {o.status for o in rep.outcomes} == {"new"}
+    assert len(rep.outcomes) == 17 and {o.status for o in rep.outcomes} == {"new"}
     cfg = Bench(get_preset("cpu"), Path("x"), root=str(ferplus_root)).config(rep.outcomes[-1].spec)
     assert cfg.data.name == "ferplus" and Path(cfg.data.root) == ferplus_root.resolve()
     assert cfg.noise.type == "annotator"

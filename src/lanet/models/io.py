@@ -8,11 +8,15 @@ from typing import Any
 import torch
 
 from ..errors import LanetError
-from .resnet import ResNet, create_model
+from .resnet import create_model
 
 
-def load_classifier(path: str | Path, device: str | torch.device = "cpu") -> tuple[ResNet, dict[str, Any]]:
-    """Return (model in eval mode, payload metadata without the weights)."""
+def load_classifier(path: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Return (model in eval mode, payload metadata without the weights).
+
+    Most methods export a plain ResNet; a method whose inference path is its own module (``module: method``
+    in the payload, e.g. RUL's mean head) is rebuilt through the method registry.
+    """
     path = Path(path)
     if not path.is_file():
         raise LanetError(f"model file not found: {path}")
@@ -22,7 +26,23 @@ def load_classifier(path: str | Path, device: str | torch.device = "cpu") -> tup
         raise LanetError(f"cannot read model file {path}: {exc}") from exc
     if not isinstance(payload, dict) or payload.get("format") != "lanet-classifier-v1":
         raise LanetError(f"{path} is not an exported lanet classifier")
-    model = create_model(payload["arch"], payload["num_classes"], payload["in_chans"], width=payload.get("width", 64))
-    model.load_state_dict(payload["state_dict"])
+    width = payload.get("width", 64)
+    if payload.get("module", "resnet") == "method":
+        import numpy as np
+
+        from ..methods.base import MethodSpec
+        from ..methods.registry import get_method_class
+
+        spec = MethodSpec(num_classes=payload["num_classes"], num_train=1, in_chans=payload["in_chans"],
+                          image_size=payload["image_size"], num_landmarks=0, arch=payload["arch"], pretrained="",
+                          dropout=0.0, epochs=1, width=width, train_labels=np.zeros(1, dtype=np.int64))
+        model: torch.nn.Module = get_method_class(payload["method"])(spec, payload.get("method_params") or {}).export()
+    else:
+        model = create_model(payload["arch"], payload["num_classes"], payload["in_chans"], width=width)
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except RuntimeError as exc:
+        raise LanetError(f"{path}: weights do not fit the {payload.get('method', 'resnet')} classifier: "
+                         f"{str(exc).splitlines()[0]}") from exc
     meta = {k: v for k, v in payload.items() if k != "state_dict"}
     return model.to(device).eval(), meta

@@ -112,8 +112,14 @@ def evaluate(model: nn.Module, faceset: FaceSet, idx: np.ndarray, aug: BatchAugm
 
 def export_payload(model: nn.Module, cfg: Config, faceset: FaceSet, aug: BatchAugment, epoch: int) -> dict[str, Any]:
     """Everything a predictor needs to run the exported classifier on new photos."""
+    from ..models.resnet import ResNet
+
     return {
         "format": "lanet-classifier-v1",
+        # a plain ResNet for most methods; methods whose inference path is their own module (RUL) say so
+        "module": "resnet" if isinstance(model, ResNet) else "method",
+        "method": cfg.method.name,
+        "method_params": dict(cfg.method.params),
         "arch": cfg.model.arch,
         "width": cfg.model.width,
         "num_classes": faceset.num_classes,
