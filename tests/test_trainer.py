@@ -32,6 +32,14 @@ def tiny_config(method="baseline", epochs=2, **params) -> Config:
     return cfg
 
 
+def torchrun_train(config: Path, out: Path, port: int) -> None:
+    """``lanet train`` in 2 CPU processes under torchrun (gloo), one thread each."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
+           "-m", "lanet.cli", "train", "--config", str(config), "--out", str(out), "--quiet"]
+    res = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+
+
 def strip_timing(lines):
     return [{k: v for k, v in json.loads(x).items() if k not in TIMING} for x in lines]
 
@@ -146,12 +154,7 @@ def test_torchrun_two_processes_match_single_process(tmp_path):
     cfg.augment.erasing = 0.0
     cfg.save(tmp_path / "cfg.yaml")
     train(cfg, tmp_path / "single", progress=False)
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
-           "-m", "lanet.cli", "train", "--config", str(tmp_path / "cfg.yaml"), "--out", str(tmp_path / "ddp"),
-           "--quiet"]
-    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
-    assert res.returncode == 0, res.stderr[-2000:]
+    torchrun_train(tmp_path / "cfg.yaml", tmp_path / "ddp", port=29517)
     s1 = json.loads((tmp_path / "single" / "summary.json").read_text())
     s2 = json.loads((tmp_path / "ddp" / "summary.json").read_text())
     assert s2["world_size"] == 2
@@ -176,12 +179,7 @@ def test_torchrun_lanet_keeps_state_in_sync(tmp_path):
 
     cfg = tiny_config("lanet", epochs=1, queue_size=64)
     cfg.save(tmp_path / "cfg.yaml")
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29518",
-           "-m", "lanet.cli", "train", "--config", str(tmp_path / "cfg.yaml"), "--out", str(tmp_path / "ddp"),
-           "--quiet"]
-    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
-    assert res.returncode == 0, res.stderr[-2000:]
+    torchrun_train(tmp_path / "cfg.yaml", tmp_path / "ddp", port=29518)
     s = json.loads((tmp_path / "ddp" / "summary.json").read_text())
     assert s["world_size"] == 2 and 0 <= s["test_accuracy"] <= 1
     state = torch.load(tmp_path / "ddp" / "checkpoint.pt", weights_only=False)["method"]
