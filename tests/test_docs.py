@@ -13,5 +13,5 @@ def test_readme_has_the_current_configuration_reference():
 
 def test_readme_opens_with_the_two_commands():
     lines = README.read_text().splitlines()[:25]
-    cmds = [x for x in lines if x.startswith("python3 -m venv")]
+    cmds = [x for x in lines if x.startswith("python -m venv")]
     assert len(cmds) == 2 and cmds[0].endswith("lanet demo") and cmds[1].endswith("python -m pytest -q")
