@@ -2,6 +2,7 @@
 
 import json
 
+import helpers
 import numpy as np
 import pytest
 import torch
@@ -263,19 +264,7 @@ def test_eac_views_and_loss():
 
 # ---------------------------------------------------------------------------------------------- training
 def tiny_config(method: str, **params) -> Config:
-    cfg = Config()
-    cfg.data.name = "synthetic"
-    cfg.data.synthetic_size = 200
-    cfg.data.image_size = 32
-    cfg.model.width = 16
-    cfg.noise.type, cfg.noise.rate = "symmetric", 0.3
-    cfg.train.epochs = 1
-    cfg.train.batch_size = 32
-    cfg.train.device = "cpu"
-    cfg.train.threads = 1
-    cfg.method.name = method
-    cfg.method.params = dict(params)
-    return cfg
+    return helpers.tiny_config(method, epochs=1, size=200, width=16, **params)
 
 
 @pytest.mark.parametrize("method,params", [("scn", {"relabel_epoch": 1}), ("rul", {}), ("eac", {})])

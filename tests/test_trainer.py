@@ -7,29 +7,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import tiny_config
 
 from lanet.cli import main
-from lanet.config import Config
 from lanet.train import trainer as trainer_mod
 from lanet.train.evaluate import evaluate_run
 from lanet.train.trainer import train
 
 TIMING = {"train_images_per_second", "train_seconds"}
-
-
-def tiny_config(method="baseline", epochs=2, **params) -> Config:
-    cfg = Config()
-    cfg.data.name = "synthetic"
-    cfg.data.synthetic_size = 240
-    cfg.data.image_size = 32
-    cfg.noise.type, cfg.noise.rate = "symmetric", 0.3
-    cfg.train.epochs = epochs
-    cfg.train.batch_size = 32
-    cfg.train.device = "cpu"
-    cfg.train.threads = 1
-    cfg.method.name = method
-    cfg.method.params = dict(params)
-    return cfg
 
 
 def torchrun_train(config: Path, out: Path, port: int) -> None:
