@@ -72,6 +72,16 @@ def test_same_seed_same_metrics(tmp_path):
     assert read_metrics(tmp_path / "a") != read_metrics(tmp_path / "c")
 
 
+def test_lanet_reruns_are_bit_identical_with_two_threads(tmp_path):
+    """Multithreaded CPU accumulation (LA-Net's indexing backward) changed the last bits between reruns until
+    train.deterministic (auto = on for CPU) switched on torch's deterministic algorithms."""
+    for name in ("a", "b"):
+        cfg = tiny_config("lanet", epochs=1, queue_size=64)
+        cfg.train.threads = 2
+        train(cfg, tmp_path / name, progress=False)
+    assert read_metrics(tmp_path / "a") == read_metrics(tmp_path / "b")
+
+
 @pytest.mark.parametrize("method", ["baseline", "lanet"])
 def test_resume_after_interrupt_matches_uninterrupted(tmp_path, monkeypatch, method):
     params = {"queue_size": 64} if method == "lanet" else {}

@@ -82,6 +82,8 @@ class TrainConfig:
     amp: bool = _f(True, "bf16 autocast on CUDA (ignored on CPU)")
     eval_batch_size: int = _f(256, "batch size for evaluation")
     threads: int = _f(0, "torch CPU threads (0 = all cores)")
+    deterministic: str = _f("auto", "auto | on | off: torch deterministic algorithms; auto = on for CPU (bit-identical "
+                                    "reruns at a fixed thread count), off on CUDA (speed)")
     log_every: int = _f(20, "progress bar refresh interval in steps")
     checkpoint: bool = _f(True, "write RUN_DIR/checkpoint.pt every epoch (atomically)")
 

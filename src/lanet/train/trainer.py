@@ -19,6 +19,7 @@ Run directory::
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -163,6 +164,25 @@ def _log(msg: str, info: DistInfo) -> None:
         print(msg, file=sys.stderr, flush=True)
 
 
+def set_deterministic(mode: str, device: torch.device) -> bool:
+    """Apply ``train.deterministic`` (auto | on | off) for ``device``; returns whether it is on.
+
+    On CPU the only nondeterminism left after seeding is multithreaded accumulation (the backward of LA-Net's
+    neighbour/memory indexing): deterministic mode makes reruns bit-identical at a fixed thread count. On CUDA,
+    ``on`` also disables cuDNN autotuning and sets ``CUBLAS_WORKSPACE_CONFIG`` if unset; kernels without a
+    deterministic version warn instead of failing.
+    """
+    if mode not in ("auto", "on", "off"):
+        raise LanetError(f"train.deterministic must be auto, on or off, got {mode!r}")
+    on = mode == "on" or (mode == "auto" and device.type == "cpu")
+    if on and device.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+    torch.use_deterministic_algorithms(on, warn_only=device.type == "cuda")
+    return on
+
+
 def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = True) -> dict[str, Any]:
     """Train ``cfg.method.name`` and write the run directory ``out``. Returns the summary dict."""
     out = Path(out)
@@ -174,6 +194,7 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
         torch.cuda.set_device(device)
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
+    set_deterministic(cfg.train.deterministic, device)
 
     ckpt_path = out / "checkpoint.pt"
     if resume:
