@@ -252,7 +252,7 @@ def test_table6_on_synthetic_runs(smoke, tmp_path, monkeypatch):
     assert len(rows) == 1 and rows[0]["source_table"] == "table1" and rows[0]["run"] == "lanet-symmetric-0.30"
     assert rows[0]["seeds"] == "2"
     fs = make_synthetic(n=300, seed=0, size=32, channels=1)
-    per_seed = {"js_learned": [], "js_onehot_train": [], "js_onehot_dataset": []}
+    per_seed = {"js_learned": [], "js_onehot_train": [], "js_smoothed_train": [], "js_onehot_dataset": []}
     for seed in (0, 1):
         z = np.load(runs / "table1" / f"lanet-symmetric-0.30-s{seed}" / "label_distributions.npz")
         idx = [int(str(n)[3:10]) for n in z["names"]]  # syn0000123.png -> 123
@@ -263,6 +263,11 @@ def test_table6_on_synthetic_runs(smoke, tmp_path, monkeypatch):
                                                for d, v in zip(z["distributions"], votes)]))
         per_seed["js_onehot_train"].append(np.mean([_js_reference(onehot(k), list(v))
                                                     for k, v in zip(z["train_labels"], votes)]))
+        dist = z["distributions"]
+        eps = (1 - dist.max(1).mean()) * fs.num_classes / (fs.num_classes - 1)
+        per_seed["js_smoothed_train"].append(np.mean([
+            _js_reference([(1 - eps) * a + eps / fs.num_classes for a in onehot(k)], list(v))
+            for k, v in zip(z["train_labels"], votes)]))
         per_seed["js_onehot_dataset"].append(np.mean([_js_reference(onehot(fs.labels[i]), list(v))
                                                       for i, v in zip(idx, votes)]))
     for key, vals in per_seed.items():
@@ -304,6 +309,12 @@ def test_label_distribution_js_matches_by_name_not_order(tmp_path):
     assert js["js_onehot_train"] == pytest.approx((math.log(2) + 0.75 * math.log(4 / 3)) / 3)
     # dataset labels (c: 1, a: 0, b: 0) -> (0 + 0 + 3/4 ln 4/3) / 3
     assert js["js_onehot_dataset"] == pytest.approx(0.75 * math.log(4 / 3) / 3)
+    # control: mean max of the learned rows is (1 + 1 + .5) / 3 = 5/6, so eps = (1 - 5/6) * 2 = 1/3 and the
+    # smoothed training label is [5/6, 1/6] for every row
+    assert js["smoothing_epsilon"] == pytest.approx(1 / 3) and js["learned_mean_max"] == pytest.approx(5 / 6)
+    smooth = [5 / 6, 1 / 6]
+    assert js["js_smoothed_train"] == pytest.approx(
+        np.mean([_js_reference(smooth, v) for v in ([0, 1], [1, 0], [0.5, 0.5])]))
     assert js["train_label_differs_from_dataset"] == pytest.approx(1 / 3)
     np.savez(tmp_path / "label_distributions.npz", distributions=np.array([[0, 1]]), train_labels=np.array([0]),
              names=np.array(["t.png"]))
