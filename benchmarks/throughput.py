@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import subprocess
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lanet.bench import machine
 from lanet.methods.base import Batch, MethodSpec
 from lanet.methods.registry import build_method
 from lanet.models.resnet import create_model
@@ -112,8 +112,9 @@ def main() -> None:
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           (args.device if args.device != "auto" else "cpu"))
     amp = device.type == "cuda"
-    name = torch.cuda.get_device_name() if device.type == "cuda" else (platform.processor() or "cpu")
-    result = {"width": args.width, "device": name,
+    m = machine()
+    name = torch.cuda.get_device_name() if device.type == "cuda" else f"{m['cpu']}, {m['nproc']} cores"
+    result = {"width": args.width, "device": name, "machine": m,
               "threads": torch.get_num_threads(), "torch": torch.__version__, "amp_bf16": amp,
               "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                                        text=True).stdout.strip(),

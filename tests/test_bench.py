@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import interrupt_second_epoch
 
 from lanet import bench as bench_mod
 from lanet.bench import (
@@ -26,7 +27,6 @@ from lanet.bench import (
 )
 from lanet.cli import build_parser, main
 from lanet.errors import LanetError
-from lanet.train import trainer as trainer_mod
 
 REAL_TRAIN = bench_mod.train
 
@@ -157,21 +157,14 @@ def test_partial_run_is_resumed(tmp_path, monkeypatch):
     runs = tmp_path / "runs"
     kw = dict(runs=runs, results=tmp_path / "res", seeds=[0], rates=[0.3], methods=["baseline"],
               overrides=["train.epochs=2"], progress=False)
-    real_order = trainer_mod.epoch_order
-
-    def killed_in_second_epoch(labels, num_classes, epoch, *a, **k):
-        if epoch == 1:
-            raise KeyboardInterrupt
-        return real_order(labels, num_classes, epoch, *a, **k)
-
-    monkeypatch.setattr(trainer_mod, "epoch_order", killed_in_second_epoch)
+    restore = interrupt_second_epoch(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         run_benchmark(["table1"], "smoke", **kw)
     run = runs / "table1" / "baseline-symmetric-0.30-s0"
     assert (run / "checkpoint.pt").is_file() and not (run / "summary.json").exists()
     first_epoch = (run / "metrics.jsonl").read_text().splitlines()
     assert len(first_epoch) == 1
-    monkeypatch.setattr(trainer_mod, "epoch_order", real_order)
+    restore()
 
     calls = []
 

@@ -7,10 +7,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import tiny_config
+from helpers import interrupt_second_epoch, tiny_config
 
 from lanet.cli import main
-from lanet.train import trainer as trainer_mod
 from lanet.train.evaluate import evaluate_run
 from lanet.train.trainer import train
 
@@ -86,18 +85,11 @@ def test_lanet_reruns_are_bit_identical_with_two_threads(tmp_path):
 def test_resume_after_interrupt_matches_uninterrupted(tmp_path, monkeypatch, method):
     params = {"queue_size": 64} if method == "lanet" else {}
     train(tiny_config(method, **params), tmp_path / "full", progress=False)
-    real = trainer_mod.epoch_order
-
-    def interrupt_at_second_epoch(labels, num_classes, epoch, *a, **kw):
-        if epoch == 1:
-            raise KeyboardInterrupt
-        return real(labels, num_classes, epoch, *a, **kw)
-
-    monkeypatch.setattr(trainer_mod, "epoch_order", interrupt_at_second_epoch)
+    restore = interrupt_second_epoch(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         train(tiny_config(method, **params), tmp_path / "cut", progress=False)
     assert len(read_metrics(tmp_path / "cut")) == 1
-    monkeypatch.setattr(trainer_mod, "epoch_order", real)
+    restore()
     train(tiny_config(method, **params), tmp_path / "cut", resume=True, progress=False)
     assert read_metrics(tmp_path / "cut") == read_metrics(tmp_path / "full")
 

@@ -167,10 +167,10 @@ TABLES: dict[str, TableDef] = {
         "distribution LA-Net learned (its final EMA targets, label_distributions.npz); the one-hot training label "
         "the run was given (after noise); a control: that training label smoothed uniformly until its mean "
         "confidence equals the learned distributions' mean maximum (as soft, but carrying no information: learned "
-        "below it means LDE moved probability towards the classes people chose); the one-hot dataset label. Averaged over the training images with "
-        "votes, then mean ± sample std over seeds. Rows: every LA-Net run of this preset with saved label "
-        "distributions, from any table; this table's own grid is LA-Net on clean and annotator labels. (The "
-        "paper's Table 6 compares 50 AffectNet images with a user study.)",
+        "below it means LDE moved probability towards the classes people chose); the one-hot dataset label. "
+        "Averaged over the training images with votes, then mean ± sample std over seeds. Rows: every LA-Net run "
+        "of this preset with saved label distributions, from any table; this table's own grid is LA-Net on clean "
+        "and annotator labels. (The paper's Table 6 compares 50 AffectNet images with a user study.)",
         (Row("LA-Net", "lanet"),), (Column("none"), Column("annotator"))),
 }
 TABLE_ORDER: tuple[str, ...] = tuple(TABLES)
