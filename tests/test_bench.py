@@ -309,6 +309,13 @@ def test_label_distribution_js_matches_by_name_not_order(tmp_path):
     assert js["js_smoothed_train"] == pytest.approx(
         np.mean([_js_reference(smooth, v) for v in ([0, 1], [1, 0], [0.5, 0.5])]))
     assert js["train_label_differs_from_dataset"] == pytest.approx(1 / 3)
+    # rows that leaked mass (saved before the eq. 4 fix) are normalised before the control's maximum is taken:
+    # the same rows at a quarter of their mass give the same numbers, and the raw sums are reported
+    np.savez(tmp_path / "label_distributions.npz", distributions=0.25 * np.array([[0, 1], [1, 0], [0.5, 0.5]]),
+             train_labels=np.array([0, 0, 0]), names=np.array(["c.png", "a.png", "b.png"]))
+    leaked = label_distribution_js(tmp_path, fs)
+    assert leaked["learned_mean_max"] == pytest.approx(5 / 6) and leaked["saved_row_sum_max"] == pytest.approx(0.25)
+    assert leaked["js_smoothed_train"] == pytest.approx(js["js_smoothed_train"])
     np.savez(tmp_path / "label_distributions.npz", distributions=np.array([[0, 1]]), train_labels=np.array([0]),
              names=np.array(["t.png"]))
     with pytest.raises(LanetError, match="not training images"):

@@ -194,8 +194,14 @@ def test_queue_wraps_around():
     assert torch.equal(m.queue_u[8:16], keys[0][8:]) and torch.equal(m.queue_u[16:32], keys[1])
     assert torch.equal(m.queue_v[0:8], -keys[2][8:])
     assert m.queue_labels.tolist() == [2] * 8 + [0] * 8 + [1] * 16 + [2] * 8
-    # a training step enqueues its own batch of keys with their pseudo-labels
-    m(make_batch(labels))
+    # a training step enqueues its own batch of keys with their pseudo-labels, after backward (after_step), so
+    # the queue the loss read is not modified before its gradient is taken
+    batch = make_batch(labels)
+    queue_before = m.queue_u.clone()
+    loss, _ = m(batch)
+    assert m.queue_ptr.item() == 8 and torch.equal(m.queue_u, queue_before)
+    loss.backward()
+    m.after_step(batch)
     assert m.queue_ptr.item() == 24 and (m.queue_labels[8:24] >= 0).all()
 
 

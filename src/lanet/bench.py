@@ -454,6 +454,15 @@ def label_distribution_js(run_dir: str | Path, faceset: Any) -> dict[str, Any]:
     c = faceset.num_classes
     if dist.shape[1] != c:
         raise LanetError(f"{path}: {dist.shape[1]} classes, dataset has {c}")
+    # rows are normalised before anything is read off them: runs made before the eq. 4 fix saved rows that sum
+    # to 0.2-0.4, whose maximum would make the smoothed control far too soft; the raw sums are reported
+    dist = np.asarray(dist, dtype=np.float64)
+    if (dist < 0).any() or not np.isfinite(dist).all():
+        raise LanetError(f"{path}: label distributions hold negative or non-finite values")
+    row_sum = dist.sum(1)
+    if (row_sum <= 0).any():
+        raise LanetError(f"{path}: {int((row_sum <= 0).sum())} label distributions are all zero")
+    dist = dist / row_sum[:, None]
     votes = faceset.votes[idx].astype(np.float64)
     has = votes.sum(1) > 0
     human = votes[has] / votes[has].sum(1, keepdims=True)
@@ -470,6 +479,7 @@ def label_distribution_js(run_dir: str | Path, faceset: Any) -> dict[str, Any]:
     return {"js_learned": float(js_learned.mean()), "js_onehot_train": float(js_train.mean()),
             "js_smoothed_train": float(js_smoothed.mean()), "smoothing_epsilon": eps,
             "learned_mean_max": mean_max,
+            "saved_row_sum_min": float(row_sum.min()), "saved_row_sum_max": float(row_sum.max()),
             "js_onehot_dataset": float(js_dataset.mean()), "images": int(has.sum()),
             "images_without_votes": int((~has).sum()),
             "train_label_differs_from_dataset": float((np.asarray(train_labels) != faceset.labels[idx]).mean())}

@@ -110,10 +110,26 @@ def knn(feat_i: torch.Tensor, feat_all: torch.Tensor, k: int, self_index: torch.
     return sim.topk(k, dim=1).indices
 
 
+def normalised_weights(scores: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Contribution scores N x K -> aggregation weights N x K that sum to exactly 1 per row (eq. 4).
+
+    ``eps / K`` is added to every score before dividing by the row sum (the authors' release does the same), so
+    the weights are a convex combination whatever the scores: ``(c_ik + eps/K) / (sum_k c_ik + eps)``. Dividing by
+    ``sum + eps`` alone (without the per-weight eps) lets the weights sum to ``S / (S + eps)``, far below 1 once
+    the score networks output tiny scores; the KL term then rewards shrinking the target, the scores collapse to
+    ~1e-9 and the label distributions leak their mass. With all scores 0 the weights are uniform (1/K).
+    Computed in float32 even under autocast, so the row sums stay within float rounding of 1.
+    """
+    scores = scores.float()
+    k = scores.shape[1]
+    w = scores + eps / k
+    return w / w.sum(1, keepdim=True)  # N x K, rows sum to 1
+
+
 def aggregate(scores: torch.Tensor, probs: torch.Tensor, neighbours: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """Normalised neighbourhood aggregation, one term of eq. 4: sum_k c_ik p_k / sum_k c_ik -> N x C."""
-    w = scores / (scores.sum(1, keepdim=True) + eps)  # N x K
-    return (w[..., None] * probs[neighbours]).sum(1)  # N x C
+    """Normalised neighbourhood aggregation, one term of eq. 4: sum_k w_ik p_k with w = normalised c -> N x C."""
+    w = normalised_weights(scores, eps)  # N x K
+    return (w[..., None] * probs[neighbours].float()).sum(1)  # N x C
 
 
 def ema_target(memory: torch.Tensor, current: torch.Tensor, omega: float) -> torch.Tensor:
@@ -214,6 +230,7 @@ class LANet(Method):
         LM: bool = True
         EL: bool = True
         PL: bool = True
+        warmup_epochs: int = 0  # epochs of CE (+ landmark loss) before LDE and EL start; 0 = the paper
 
     def __init__(self, spec: MethodSpec, params: dict | None = None):
         super().__init__(spec, params)
@@ -224,7 +241,8 @@ class LANet(Method):
             raise LanetError("method.params.PL needs LD (pseudo-labels come from the label distributions)")
         if p.landmark_head not in ("heatmap", "regression"):
             raise LanetError(f"method.params.landmark_head must be heatmap or regression, got {p.landmark_head!r}")
-        if not 0 <= p.omega < 1 or not 0 < p.momentum <= 1 or p.tau <= 0 or p.K < 1 or p.queue_size < 1:
+        if (not 0 <= p.omega < 1 or not 0 < p.momentum <= 1 or p.tau <= 0 or p.K < 1 or p.queue_size < 1
+                or p.warmup_epochs < 0 or not 0 <= p.delta <= 1):
             raise LanetError(f"invalid LA-Net hyperparameters: {p}")
         self.use_landmarks = p.LM or p.EL
         self.num_classes = spec.num_classes
@@ -264,6 +282,7 @@ class LANet(Method):
             self.register_buffer("queue_labels", torch.full((p.queue_size,), -1, dtype=torch.long))
             self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
         self._diag: dict[str, float] = {}
+        self._pending_keys: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
     # ---------------------------------------------------------------------------------------- encoders
     def _encode(self, enc: nn.ModuleDict, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -318,6 +337,10 @@ class LANet(Method):
         err = ((pred - pts / size) ** 2).mean((1, 2))
         return (err * valid).sum() / valid.sum().clamp(min=1)
 
+    def lde_active(self, epoch: int) -> bool:
+        """Whether LDE and the EL loss are on at ``epoch`` (0-based): after ``warmup_epochs`` epochs of CE."""
+        return epoch >= self.params.warmup_epochs
+
     def forward(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         p = self.params
         out = self._encode(self.encoder, batch.images)
@@ -328,6 +351,8 @@ class LANet(Method):
             l_lm = self._landmark_loss(out, batch)
             loss = loss + p.lm_weight * l_lm
             logs["lm"] = l_lm.detach()
+        if not self.lde_active(batch.epoch):
+            return loss, logs  # warm-up: cross-entropy (and the landmark loss) only
 
         target = None
         if p.LD:
@@ -345,15 +370,14 @@ class LANet(Method):
             qu = F.normalize(self.encoder["proj_u"](out["u"].float()), dim=1)  # N x D, eq. 10
             qv = F.normalize(self.encoder["proj_v"](out["v"].float()), dim=1)
             ku, kv = self._keys(batch.images, seed=batch.step)  # M x D
-            l1 = el_term(qu, kv, self.queue_v.clone(), pl, pl_all, self.queue_labels.clone(), p.tau,
-                         p.batch_negatives)  # eq. 11
-            l2 = el_term(qv, ku, self.queue_u.clone(), pl, pl_all, self.queue_labels.clone(), p.tau,
-                         p.batch_negatives)  # eq. 12
+            # the queues are read here and written in after_step (after backward), so no copy is needed
+            l1 = el_term(qu, kv, self.queue_v, pl, pl_all, self.queue_labels, p.tau, p.batch_negatives)  # eq. 11
+            l2 = el_term(qv, ku, self.queue_u, pl, pl_all, self.queue_labels, p.tau, p.batch_negatives)  # eq. 12
             l_el = l1 + l2  # eq. 13
             loss = loss + p.beta * l_el
             logs["el"] = l_el.detach()
-            self._enqueue(ku, kv, pl_all)
-            self._accumulate("confident", (pl < self.num_classes).float().mean())
+            self._pending_keys = (ku, kv, pl_all)
+            self._pseudo_label_diagnostics(pl, pl_all, batch)
         return loss, logs
 
     def _label_distribution(self, out: dict[str, torch.Tensor], logits: torch.Tensor, batch: Batch) -> torch.Tensor:
@@ -365,23 +389,32 @@ class LANet(Method):
         probs_all = all_gather_with_grad(logits.softmax(1))  # M x C
         u_all = all_gather_with_grad(out["u"].float())
         nb_u = knn(out["u"], u_all, p.K, self_index)
-        current = aggregate(self.score_u(out["u"].float(), u_all, nb_u), probs_all, nb_u)
+        scores = {"u": self.score_u(out["u"].float(), u_all, nb_u)}  # N x K
+        current = aggregate(scores["u"], probs_all, nb_u)
         if p.LM:
             v_all = all_gather_with_grad(out["v"].float())
             nb_v = knn(out["v"], v_all, p.K, self_index)
-            current = 0.5 * (current + aggregate(self.score_v(out["v"].float(), v_all, nb_v), probs_all, nb_v))
+            scores["v"] = self.score_v(out["v"].float(), v_all, nb_v)
+            current = 0.5 * (current + aggregate(scores["v"], probs_all, nb_v))
         target = ema_target(self.memory[batch.index], current, p.omega)  # eq. 5
+        self._check_distribution(target, batch)
         self._update_memory(batch.index, target.detach())
-        with torch.no_grad():
-            conf, arg = target.max(1)
-            self._accumulate("target_max", conf.mean())
-            self._accumulate("target_agrees_train_label", (arg == batch.labels).float().mean())
-            if batch.clean_labels is not None:
-                self._accumulate("target_agrees_clean_label", (arg == batch.clean_labels).float().mean())
-                self._accumulate("train_label_is_clean", (batch.labels == batch.clean_labels).float().mean())
-            self._accumulate("target_confident", (conf >= p.delta).float().mean())
+        self._target_diagnostics(target.detach(), scores, batch)
         return target
 
+    # ---------------------------------------------------------------------------------------- invariants
+    @torch.no_grad()
+    def _check_distribution(self, target: torch.Tensor, batch: Batch) -> None:
+        """Every target row is a probability distribution (sums to 1 within 1e-3); stop the run otherwise."""
+        row = target.detach().sum(1)
+        drift = float((row - 1).abs().max())
+        if not drift <= 1e-3:  # also catches NaN
+            worst = int((row - 1).abs().argmax())
+            raise LanetError(f"LA-Net label distribution of training image {int(batch.index[worst])} sums to "
+                             f"{float(row[worst]):.6f}, not 1 (epoch {batch.epoch + 1}, step {batch.step}): the "
+                             f"targets lost probability mass; this is a defect, please report it")
+
+    # ---------------------------------------------------------------------------------------- state updates
     # ---------------------------------------------------------------------------------------- state updates
     @torch.no_grad()
     def _update_memory(self, index: torch.Tensor, target: torch.Tensor) -> None:
@@ -403,6 +436,9 @@ class LANet(Method):
         """Momentum update of the key encoder and heads; BatchNorm buffers copied from the query network."""
         if not self.params.EL:
             return
+        pending, self._pending_keys = self._pending_keys, None
+        if pending is not None:
+            self._enqueue(*pending)
         m = self.params.momentum
         for pk, pq in zip(self.encoder_k.parameters(), self.encoder.parameters()):
             pk.mul_(m).add_(pq.detach(), alpha=1 - m)
@@ -410,12 +446,72 @@ class LANet(Method):
             bk.copy_(bq)
 
     # ---------------------------------------------------------------------------------------- reporting
-    def _accumulate(self, key: str, value: torch.Tensor) -> None:
-        s, c = self._diag.get(key, 0.0), self._diag.get(key + "#", 0.0)
-        self._diag[key], self._diag[key + "#"] = s + float(value), c + 1
+    def _accumulate(self, key: str, num: torch.Tensor | float, den: torch.Tensor | float = 1.0) -> None:
+        """Add ``num / den`` to the epoch's ratio ``key`` (summed separately, so batch sizes weigh right)."""
+        self._diag[key] = self._diag.get(key, 0.0) + float(num)
+        self._diag[key + "#"] = self._diag.get(key + "#", 0.0) + float(den)
+
+    def _minimum(self, key: str, value: torch.Tensor | float) -> None:
+        self._diag[key + "@min"] = min(self._diag.get(key + "@min", math.inf), float(value))
+
+    @torch.no_grad()
+    def _target_diagnostics(self, target: torch.Tensor, scores: dict[str, torch.Tensor], batch: Batch) -> None:
+        """Per-epoch numbers that show whether LDE works: mass, sharpness, scores, and label correction."""
+        n = len(target)
+        row = target.sum(1)
+        self._accumulate("target_row_sum_mean", row.sum(), n)
+        self._minimum("target_row_sum_min", row.min())
+        conf, arg = target.max(1)
+        self._accumulate("target_max", conf.sum(), n)
+        self._accumulate("target_confident", (conf >= self.params.delta).sum(), n)
+        self._accumulate("target_agrees_train_label", (arg == batch.labels).sum(), n)
+        for space, c in scores.items():
+            c = c.detach().float()
+            w = normalised_weights(c)
+            self._accumulate(f"score_{space}_mean", c.mean())
+            self._minimum(f"score_{space}_min", c.min())
+            # entropy of the aggregation weights: ln K = uniform, 0 = one neighbour takes everything
+            self._accumulate(f"weight_{space}_entropy", -(w * w.clamp(min=1e-30).log()).sum(1).sum(), n)
+        if batch.clean_labels is not None:
+            clean = batch.clean_labels
+            flipped = batch.labels != clean
+            self._accumulate("target_agrees_clean_label", (arg == clean).sum(), n)
+            self._accumulate("train_label_is_clean", (~flipped).sum(), n)
+            # label correction: flipped labels whose target now points at the clean class
+            self._accumulate("target_corrects_flipped", (flipped & (arg == clean)).sum(), flipped.sum())
+            # harm: clean labels whose target moved to another class
+            self._accumulate("target_moves_clean", (~flipped & (arg != clean)).sum(), (~flipped).sum())
+
+    @torch.no_grad()
+    def _pseudo_label_diagnostics(self, pl: torch.Tensor, pl_all: torch.Tensor, batch: Batch) -> None:
+        """Confident pseudo-labels, their correction/harm rates, and the precision of the EL positive pairs."""
+        c = self.num_classes
+        confident = pl < c
+        self._accumulate("confident", confident.sum(), len(pl))
+        if batch.clean_labels is None:
+            return
+        clean = batch.clean_labels
+        flipped = batch.labels != clean
+        self._accumulate("pseudo_corrects_flipped", (flipped & confident & (pl == clean)).sum(), flipped.sum())
+        self._accumulate("pseudo_moves_clean", (~flipped & confident & (pl != clean)).sum(), (~flipped).sum())
+        clean_all = all_gather_cat(clean)
+        offset = dist.get_rank() * len(pl) if is_distributed() else 0
+        pos = positive_mask(pl, pl_all)  # N x M
+        pos[torch.arange(len(pl), device=pl.device), torch.arange(len(pl), device=pl.device) + offset] = False
+        same = clean[:, None] == clean_all[None, :]
+        # precision of the positive pairs other than a sample's own view: do the pair's clean labels agree?
+        self._accumulate("positive_pair_precision", (pos & same).sum(), pos.sum())
+        self._accumulate("positive_pairs_per_anchor", pos.sum(), len(pl))
 
     def epoch_diagnostics(self) -> dict[str, float]:
-        out = {k: v / self._diag[k + "#"] for k, v in self._diag.items() if not k.endswith("#")}
+        out: dict[str, float] = {}
+        for k, v in self._diag.items():
+            if k.endswith("@min"):
+                out[k[:-4]] = v
+            elif not k.endswith("#"):
+                den = self._diag[k + "#"]
+                if den > 0:  # e.g. no flipped label in a clean run: the ratio is left out, not NaN
+                    out[k] = v / den
         self._diag = {}
         return out
 
@@ -425,6 +521,10 @@ class LANet(Method):
     def save_artifacts(self, run_dir: str | Path) -> None:
         """The final EMA label distributions, one row per training image (training-split order)."""
         if self.params.LD:
+            rows = self.memory.sum(1)
+            if float((rows - 1).abs().max()) > 1e-3:
+                raise LanetError(f"LA-Net label distributions do not sum to 1 (min {float(rows.min()):.4f}, "
+                                 f"max {float(rows.max()):.4f}); not saving them")
             np.savez_compressed(Path(run_dir) / "label_distributions.npz",
                                 distributions=self.memory.cpu().numpy(),
                                 train_labels=np.asarray(self.spec.train_labels),

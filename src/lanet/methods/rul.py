@@ -39,6 +39,8 @@ exports is a change to ``lanet.train.trainer.export_payload`` / ``lanet.models.i
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,9 +73,11 @@ def relative_uncertainty_mix(mu: torch.Tensor, logvar: torch.Tensor, perm: torch
     mu, logvar: N x D; perm: N indices. Returns (z N x D, w_i N, w_j N) with w_i = u_i / (u_i + u_j),
     w_j = u_j / (u_i + u_j) and z = w_i mu_i + w_j mu_{perm[i]}.
     """
-    u = uncertainty(logvar)  # N
-    uj = u[perm]
-    wi, wj = u / (u + uj), uj / (u + uj)
+    # stable form of u_i / (u_i + u_j): sigmoid(log u_i - log u_j) with log u = logsumexp(logvar) - log D, so
+    # the two weights sum to 1 even where exp(logvar) under- or overflows
+    log_u = torch.logsumexp(logvar.float(), dim=1) - math.log(logvar.shape[1])  # N
+    wi = torch.sigmoid(log_u - log_u[perm])
+    wj = 1.0 - wi
     return wi[:, None] * mu + wj[:, None] * mu[perm], wi, wj
 
 
