@@ -84,6 +84,8 @@ class TrainConfig:
     threads: int = _f(0, "torch CPU threads (0 = all cores)")
     deterministic: str = _f("auto", "auto | on | off: torch deterministic algorithms; auto = on for CPU (bit-identical "
                                     "reruns at a fixed thread count), off on CUDA (speed)")
+    channels_last: bool = _f(True, "channels-last memory format for the network and its inputs (same maths; "
+                             "~1.2x faster CE and ~1.3x faster LA-Net steps on a 2-core CPU at 48 px)")
     log_every: int = _f(20, "progress bar refresh interval in steps")
     checkpoint: bool = _f(True, "write RUN_DIR/checkpoint.pt every epoch (atomically)")
 

@@ -87,7 +87,8 @@ def make_augment(cfg: Config, faceset: FaceSet) -> BatchAugment:
 # ---------------------------------------------------------------------------------------------- eval
 @torch.no_grad()
 def evaluate(model: nn.Module, faceset: FaceSet, idx: np.ndarray, aug: BatchAugment, device: torch.device,
-             batch_size: int, dist_info: DistInfo | None = None, amp: bool = False) -> dict[str, Any]:
+             batch_size: int, dist_info: DistInfo | None = None, amp: bool = False,
+             memory_format: torch.memory_format = torch.contiguous_format) -> dict[str, Any]:
     """Accuracy, per-class and mean class accuracy and the confusion matrix of ``model`` on ``idx``.
 
     Under torchrun every process evaluates a contiguous share and the confusion matrices are summed.
@@ -102,7 +103,7 @@ def evaluate(model: nn.Module, faceset: FaceSet, idx: np.ndarray, aug: BatchAugm
         chunk = idx[a:a + batch_size]
         x, _ = aug.eval(torch.from_numpy(faceset.images[chunk]))
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            logits = model(x.to(device, non_blocking=True))
+            logits = model(x.to(device, non_blocking=True).contiguous(memory_format=memory_format))
         preds.append(logits.float().argmax(1).cpu().numpy())
     pred = np.concatenate(preds) if preds else np.zeros(0, dtype=np.int64)
     cm = torch.from_numpy(confusion_matrix(faceset.labels[idx], pred, c)).to(device)
@@ -242,6 +243,8 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
                       width=cfg.model.width,
                       train_labels=data.train_labels, train_names=fs.names[data.train_idx])
     method: Method = build_method(cfg.method.name, spec, cfg.method.params).to(device)
+    fmt = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
+    method = method.to(memory_format=fmt)
     optimizer = torch.optim.Adam(method.param_groups(cfg.train.lr), lr=cfg.train.lr,
                                  weight_decay=cfg.train.weight_decay)
     base_lrs = [g["lr"] for g in optimizer.param_groups]
@@ -290,7 +293,8 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
                 params = {k: v[lo:hi] for k, v in params.items()}
                 gidx = torch.from_numpy(data.train_idx)[sel]
                 x, lm = aug.apply(images_t[gidx], None if lms_t is None else lms_t[gidx], params)
-                batch = Batch(images=x.to(device, non_blocking=True), labels=labels_t[sel].to(device),
+                batch = Batch(images=x.to(device, non_blocking=True).contiguous(memory_format=fmt),
+                              labels=labels_t[sel].to(device),
                               index=sel.to(device),
                               landmarks=None if lm is None else lm.to(device),
                               landmark_found=None if found_t is None else found_t[gidx].to(device),
@@ -319,10 +323,10 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
             line.update({k: float(v) for k, v in method.epoch_diagnostics().items()})
             exported = method.export()
             if len(val_idx):
-                val = evaluate(exported, fs, val_idx, aug, device, cfg.train.eval_batch_size, info, amp)
+                val = evaluate(exported, fs, val_idx, aug, device, cfg.train.eval_batch_size, info, amp, fmt)
                 line["val_accuracy"] = val["accuracy"]
                 line["val_mean_class_accuracy"] = val["mean_class_accuracy"]
-            test = evaluate(exported, fs, test_idx, aug, device, cfg.train.eval_batch_size, info, amp)
+            test = evaluate(exported, fs, test_idx, aug, device, cfg.train.eval_batch_size, info, amp, fmt)
             line["test_accuracy"] = test["accuracy"]
             line["test_mean_class_accuracy"] = test["mean_class_accuracy"]
             line["test_per_class_accuracy"] = test["per_class_accuracy"]
