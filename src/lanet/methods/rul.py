@@ -40,7 +40,6 @@ exports is a change to ``lanet.train.trainer.export_payload`` / ``lanet.models.i
 from __future__ import annotations
 
 import math
-
 from dataclasses import dataclass
 from typing import Any
 
