@@ -110,7 +110,7 @@ def test_cycles_visit_every_image_before_any_twice():
     labels = _labels([900, 100], seed=1)
     E = 4
     seen = [epoch_order(labels, 2, e, E, seed=5, balanced=True) for e in range(E)]
-    for e, o in enumerate(seen):
+    for e in range(E):
         # after each epoch, every majority image has been visited k or k + 1 times (an even cycle)
         visits = np.bincount(np.concatenate([x[labels[x] == 0] for x in seen[:e + 1]]), minlength=len(labels))
         assert visits[labels == 0].max() - visits[labels == 0].min() <= 1
