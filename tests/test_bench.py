@@ -97,6 +97,14 @@ def test_smoke_tables_hold_mean_and_std_of_the_summaries(smoke):
         cell = (f"| {row} | symmetric 30% | {statistics.mean(fin):.2f} ± {statistics.stdev(fin):.2f} | "
                 f"{statistics.mean(sel):.2f} ± {statistics.stdev(sel):.2f} | 2 |")
         assert cell in md, (cell, md)
+        # the memorisation and label-correction diagnostics come from metrics.jsonl
+        row_json = next(r for r in json.loads((results / "table1.json").read_text())["rows"] if r["method"] == method)
+        peaks = [max(json.loads(x)["test_accuracy"]
+                     for x in (runs / "table1" / f"{method}-symmetric-0.30-s{seed}" / "metrics.jsonl").read_text()
+                     .splitlines()) for seed in (0, 1)]
+        assert row_json["peak_test_accuracy_mean"] == pytest.approx(statistics.mean(peaks))
+        has_mechanism = row_json["target_corrects_flipped_mean"] is not None
+        assert has_mechanism == (row_json["method"] == "lanet")
     data = json.loads((results / "table1.json").read_text())
     assert len(data["runs"]) == 4 and not data["missing"] and not data["failed"]
     assert {r["seed"] for r in data["runs"]} == {0, 1}

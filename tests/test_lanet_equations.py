@@ -16,6 +16,7 @@ from lanet.methods.lanet import (
     el_term,
     ema_target,
     gaussian_heatmaps,
+    heatmap_peak_region,
     knn,
     positive_mask,
     pseudo_labels,
@@ -240,3 +241,24 @@ def test_invalid_switch_combinations():
         small_lanet(LD=False, LM=True)
     with pytest.raises(LanetError, match="no parameter"):
         small_lanet(gamma=1.0)
+
+
+def test_peak_region_equals_dilated_threshold():
+    g = torch.Generator().manual_seed(3)
+    pts = torch.rand(4, 7, 2, generator=g) * 48
+    hm = gaussian_heatmaps(pts, (12, 12), 4, 1.5)
+    want = F.max_pool2d((hm > 0.2).float(), 3, 1, 1) > 0
+    assert torch.equal(heatmap_peak_region(pts, (12, 12), 4, 1.5), want)
+
+
+def test_adaptive_wing_matches_the_direct_formula():
+    g = torch.Generator().manual_seed(4)
+    pred, tgt = torch.rand(500, generator=g) * 1.5 - 0.2, torch.rand(500, generator=g)
+    w = torch.rand(500, generator=g)
+    alpha, omega, eps, theta = 2.1, 14.0, 1.0, 0.5
+    power = alpha - tgt
+    diff = (pred - tgt).abs()
+    a = omega * (1 / (1 + (theta / eps) ** power)) * power * ((theta / eps) ** (power - 1)) / eps
+    c = theta * a - omega * torch.log1p((theta / eps) ** power)
+    direct = torch.where(diff < theta, omega * torch.log1p((diff / eps) ** power), a * diff - c)
+    assert adaptive_wing_loss(pred, tgt, w).item() == pytest.approx((direct * w).mean().item(), rel=1e-5)

@@ -181,6 +181,15 @@ _ACCURACY_NOTE = ("final: test accuracy after the last epoch; val-selected: test
                   "training labels that differ from the dataset's labels.")
 
 
+_MECHANISM_NOTE = ("peak on test: the best test accuracy over epochs and where it fell (chosen on test, so a "
+                   "memorisation diagnostic only: a final far below it means the method memorised noisy labels). "
+                   "Label-correction columns (LA-Net, final epoch, over the training images seen that epoch): "
+                   "flipped → clean: share of images whose training label was flipped whose EMA target's argmax is "
+                   "the clean label; clean moved: share of correctly labelled images whose target's argmax left "
+                   "their label; the same two for the confident pseudo-labels of eq. 8; pair precision: share of "
+                   "EL positive pairs (other than a sample's own view) whose two images share the clean label.")
+
+
 @dataclass(frozen=True)
 class Preset:
     """The configuration shared by every run of a grid (nested dict applied onto the defaults) and its seeds."""
@@ -726,11 +735,36 @@ def _run_record(spec: RunSpec, run_dir: Path) -> dict[str, Any]:
                 "train_seconds": s.get("train_seconds"),
                 "num_train": s.get("num_train"), "num_test": s.get("num_test"), "device": s.get("device"),
                 "torch": s.get("torch")})
+    rec.update(_trajectory(run_dir))
     trained = _read_json(run_dir / PROVENANCE_FILE)
     if trained:
         rec["trained_by"] = {k: trained.get(k) for k in ("machine", "commit", "uncommitted_changes", "command",
                                                          "started", "finished", "wall_seconds")}
     return rec
+
+
+# per-epoch diagnostics of label correction (LA-Net's, see methods/lanet.py), read at the final epoch
+MECHANISM_KEYS = ("target_corrects_flipped", "target_moves_clean", "pseudo_corrects_flipped", "pseudo_moves_clean",
+                  "positive_pair_precision")
+
+
+def _trajectory(run_dir: Path) -> dict[str, Any]:
+    """From metrics.jsonl: the peak test accuracy and its epoch (a memorisation diagnostic, never a headline: it
+    is chosen on test), and the final epoch's label-correction diagnostics where the method logs them."""
+    path = run_dir / "metrics.jsonl"
+    try:
+        hist = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+    except (OSError, ValueError):
+        return {}
+    if not hist:
+        return {}
+    peak = max(range(len(hist)), key=lambda i: (hist[i].get("test_accuracy", -1.0), -i))
+    out: dict[str, Any] = {"peak_test_accuracy": hist[peak].get("test_accuracy"), "peak_epoch": peak + 1,
+                           "test_accuracy_per_epoch": [h.get("test_accuracy") for h in hist]}
+    for k in MECHANISM_KEYS:
+        if k in hist[-1]:
+            out[k] = hist[-1][k]
+    return out
 
 
 def _trained_on(runs: list[dict[str, Any]]) -> list[str]:
@@ -780,7 +814,12 @@ def render_accuracy_table(bench: Bench, table: str, seeds: Sequence[int] | None,
         sel = [r["test_accuracy_val_selected"] for r in cell_runs if r["test_accuracy_val_selected"] is not None]
         sel_m, sel_s = mean_std(sel)
         noise_m, _ = mean_std([r["realised_noise_rate"] for r in cell_runs])
-        rows_out.append({"row": b.row, "method": b.method, "params": dict(b.params), "noise": b.noise,
+        peak_m, peak_s = mean_std([r["peak_test_accuracy"] for r in cell_runs
+                                   if r.get("peak_test_accuracy") is not None])
+        mech = {f"{k}_mean": mean_std([r[k] for r in cell_runs if r.get(k) is not None])[0] for k in MECHANISM_KEYS}
+        rows_out.append({**mech, "peak_test_accuracy_mean": peak_m, "peak_test_accuracy_std": peak_s,
+                         "peak_epochs": [r.get("peak_epoch") for r in cell_runs],
+                         "row": b.row, "method": b.method, "params": dict(b.params), "noise": b.noise,
                          "rate": b.rate, "training_labels": b.column.label, "seeds": len(cell_runs),
                          "seed_list": [r["seed"] for r in cell_runs],
                          "test_accuracy_mean": fin_m, "test_accuracy_std": fin_s,
@@ -789,12 +828,18 @@ def render_accuracy_table(bench: Bench, table: str, seeds: Sequence[int] | None,
     dataset = dataset or bench.preset.config["data"]["name"]
     caption = t.caption.format(dataset=dataset, protocol=_protocol_text(cfg0, dataset)) + " " + _ACCURACY_NOTE
     md = [f"### {t.title} ({table}, preset {bench.preset.name})", "", caption, "",
-          "| row | training labels | final (%) | val-selected (%) | seeds | realised noise |",
-          "|---|---|---|---|---|---|"]
+          "| row | training labels | final (%) | val-selected (%) | seeds | realised noise | peak on test (%) @ epoch "
+          "| flipped → clean | clean moved | pseudo: flipped → clean | pseudo: clean moved | pair precision |",
+          "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows_out:
         noise = "–" if r["realised_noise_rate_mean"] is None else f"{100 * r['realised_noise_rate_mean']:.1f}%"
+        epochs = "/".join(str(e) for e in r["peak_epochs"] if e is not None) or "–"
+        mech = " | ".join("–" if r[f"{k}_mean"] is None else f"{100 * r[f'{k}_mean']:.1f}%" for k in MECHANISM_KEYS)
         md.append(f"| {r['row']} | {r['training_labels']} | {_pm(r['test_accuracy_mean'], r['test_accuracy_std'])} "
-                  f"| {_pm(r['val_selected_mean'], r['val_selected_std'])} | {r['seeds']} | {noise} |")
+                  f"| {_pm(r['val_selected_mean'], r['val_selected_std'])} | {r['seeds']} | {noise} "
+                  f"| {_pm(r['peak_test_accuracy_mean'], r['peak_test_accuracy_std'])} @ {epochs} | {mech} |")
+    md.append("")
+    md.append(_MECHANISM_NOTE)
     md.append("")
     for title, items in (("missing runs", missing), ("failed runs", failed), ("excluded runs", stale)):
         if items:

@@ -176,10 +176,9 @@ def el_term(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, anchor_labels
     return per_anchor.mean()
 
 
-def gaussian_heatmaps(points: torch.Tensor, size: tuple[int, int], stride: float, sigma: float) -> torch.Tensor:
-    """N x P x h x w Gaussian heatmaps for ``points`` N x P x 2 (x, y) in input pixels, with (x, y) = (j, i) the
-    centre of pixel [i, j] (the project's landmark convention). Heatmap cell c covers input pixels
-    [c * stride, (c + 1) * stride), so its centre is at input coordinate (c + 0.5) * stride - 0.5."""
+def _axis_gaussians(points: torch.Tensor, size: tuple[int, int], stride: float, sigma: float
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The separable factors of :func:`gaussian_heatmaps`: gy N x P x h and gx N x P x w."""
     h, w = size
     ys = torch.arange(h, device=points.device, dtype=points.dtype)
     xs = torch.arange(w, device=points.device, dtype=points.dtype)
@@ -187,17 +186,44 @@ def gaussian_heatmaps(points: torch.Tensor, size: tuple[int, int], stride: float
     py = (points[..., 1] + 0.5) / stride - 0.5
     gx = torch.exp(-((xs[None, None, :] - px[..., None]) ** 2) / (2 * sigma**2))  # N x P x w
     gy = torch.exp(-((ys[None, None, :] - py[..., None]) ** 2) / (2 * sigma**2))  # N x P x h
+    return gy, gx
+
+
+def gaussian_heatmaps(points: torch.Tensor, size: tuple[int, int], stride: float, sigma: float) -> torch.Tensor:
+    """N x P x h x w Gaussian heatmaps for ``points`` N x P x 2 (x, y) in input pixels, with (x, y) = (j, i) the
+    centre of pixel [i, j] (the project's landmark convention). Heatmap cell c covers input pixels
+    [c * stride, (c + 1) * stride), so its centre is at input coordinate (c + 0.5) * stride - 0.5."""
+    gy, gx = _axis_gaussians(points, size, stride, sigma)
     return gy[..., :, None] * gx[..., None, :]
+
+
+def heatmap_peak_region(points: torch.Tensor, size: tuple[int, int], stride: float, sigma: float,
+                        level: float = 0.2) -> torch.Tensor:
+    """N x P x h x w bool: cells within one cell (3 x 3 window) of a heatmap cell above ``level``.
+
+    Equal to ``max_pool2d(gaussian_heatmaps(...) > level, 3, 1, 1)``, computed on the separable factors: the
+    window maximum of gy[i] * gx[j] (both non-negative) is the product of their 1-D window maxima.
+    """
+    gy, gx = _axis_gaussians(points, size, stride, sigma)
+    my = F.max_pool1d(gy.flatten(0, 1)[:, None], 3, 1, 1).view_as(gy)
+    mx = F.max_pool1d(gx.flatten(0, 1)[:, None], 3, 1, 1).view_as(gx)
+    return my[..., :, None] * mx[..., None, :] > level
 
 
 def adaptive_wing_loss(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, alpha: float = 2.1,
                        omega: float = 14.0, epsilon: float = 1.0, theta: float = 0.5) -> torch.Tensor:
-    """Adaptive Wing loss (Wang et al., ICCV 2019) per element, weighted and averaged."""
+    """Adaptive Wing loss (Wang et al., ICCV 2019) per element, weighted and averaged.
+
+    The target-only terms use r = (theta / epsilon) ** (alpha - y) computed once as an exponential; only the
+    small-error branch (diff / epsilon) ** (alpha - y) needs a power of the prediction.
+    """
     diff = (pred - target).abs()
     power = alpha - target
     small = omega * torch.log1p((diff / epsilon).pow(power))
-    a = omega * (1 / (1 + (theta / epsilon) ** power)) * power * ((theta / epsilon) ** (power - 1)) / epsilon
-    c = theta * a - omega * torch.log1p((theta / epsilon) ** power)
+    with torch.no_grad():  # depends on the target only
+        r = torch.exp(power * math.log(theta / epsilon))  # (theta / epsilon) ** power
+        a = omega / (1 + r) * power * (r * (epsilon / theta)) / epsilon
+        c = theta * a - omega * torch.log1p(r)
     loss = torch.where(diff < theta, small, a * diff - c)
     return (loss * weight).mean()
 
@@ -330,7 +356,7 @@ class LANet(Method):
             pred = head(out["fmap"]).float()  # N x P x h x w
             stride = size / pred.shape[-1]
             target = gaussian_heatmaps(pts, pred.shape[-2:], stride, self.params.heatmap_sigma)
-            near = F.max_pool2d((target > 0.2).float(), 3, 1, 1)  # dilated peak region
+            near = heatmap_peak_region(pts, pred.shape[-2:], stride, self.params.heatmap_sigma).float()
             weight = (1 + 9 * near) * valid[:, None, None, None]
             return adaptive_wing_loss(pred, target, weight) / valid.mean().clamp(min=1e-6)
         pred = head(out["v"].float()).view(len(pts), -1, 2)  # N x P x 2, normalised coordinates
@@ -440,8 +466,9 @@ class LANet(Method):
         if pending is not None:
             self._enqueue(*pending)
         m = self.params.momentum
-        for pk, pq in zip(self.encoder_k.parameters(), self.encoder.parameters()):
-            pk.mul_(m).add_(pq.detach(), alpha=1 - m)
+        pk = list(self.encoder_k.parameters())
+        torch._foreach_mul_(pk, m)
+        torch._foreach_add_(pk, [q.detach() for q in self.encoder.parameters()], alpha=1 - m)
         for bk, bq in zip(self.encoder_k.buffers(), self.encoder.buffers()):
             bk.copy_(bq)
 
