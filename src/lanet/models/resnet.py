@@ -7,14 +7,19 @@ distributed by FER projects (MS-Celeb-1M ResNet-18 and the like) load by key map
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import LanetError
+
+if TYPE_CHECKING:
+    from .dlib_resnet import DlibResNet
 
 
 class BasicBlock(nn.Module):
@@ -127,15 +132,24 @@ ARCHS: dict[str, Callable[..., ResNet]] = {
 
 
 def create_model(arch: str, num_classes: int, in_chans: int, dropout: float = 0.0, pretrained: str = "",
-                 width: int = 64) -> ResNet:
-    """Create a ResNet by name; ``pretrained`` is a path to a checkpoint loaded with :func:`load_pretrained`.
+                 width: int = 64) -> ResNet | DlibResNet:
+    """Create a backbone + classifier by name; ``pretrained`` is a checkpoint loaded with :func:`load_pretrained`.
 
-    ``width`` is the base channel count (64 for the standard networks; 32 gives a ~4x cheaper network of the
-    same depth for laptop-scale runs; pretrained checkpoints need 64)."""
+    ``width`` is the base channel count of the ResNets (64 for the standard networks; 32 gives a ~4x cheaper
+    network of the same depth for laptop-scale runs; pretrained checkpoints need 64). The ``dlib_resnet*``
+    architectures (:mod:`lanet.models.dlib_resnet`: dlib's face-recognition ResNet, fixed widths, ``width`` does
+    not apply) also take ``pretrained="dlib"``: the weights installed with ``face_recognition_models``."""
+    from .dlib_resnet import VARIANTS, create_dlib_resnet  # imported here: dlib_resnet builds on this module
+
+    if arch in VARIANTS:
+        return create_dlib_resnet(arch, num_classes, in_chans, dropout, pretrained)
     if arch not in ARCHS:
-        raise LanetError(f"unknown architecture {arch!r}; expected one of {', '.join(ARCHS)}")
+        raise LanetError(f"unknown architecture {arch!r}; expected one of {', '.join([*ARCHS, *VARIANTS])}")
     if width < 8 or width % 8:
         raise LanetError(f"model.width must be a multiple of 8 and at least 8, got {width}")
+    if pretrained == "dlib":
+        raise LanetError(f"model.pretrained=dlib is dlib's face-recognition ResNet: it needs --arch dlib_resnet or "
+                         f"dlib_resnet_small, not {arch}")
     model = ARCHS[arch](num_classes=num_classes, in_chans=in_chans, dropout=dropout, width=width)
     if pretrained:
         load_pretrained(model, pretrained)
@@ -143,6 +157,10 @@ def create_model(arch: str, num_classes: int, in_chans: int, dropout: float = 0.
 
 
 _PREFIXES = ("module.", "model.", "backbone.", "base.", "encoder.", "features.", "net.", "resnet.")
+#: Keys that wrap the state dict inside a checkpoint (training scripts save ``{"state_dict": ..., "epoch": ...}``).
+_WRAPPERS = ("state_dict", "model_state_dict", "model", "net", "model_state", "network", "module", "weights")
+#: ``nn.Sequential(*list(torchvision_resnet.children()))`` numbers the children; FER code often saves the trunk so.
+_CHILDREN = {"0": "conv1", "1": "bn1", "4": "layer1", "5": "layer2", "6": "layer3", "7": "layer4", "9": "fc"}
 
 
 def _normalise_key(key: str) -> str:
@@ -153,6 +171,9 @@ def _normalise_key(key: str) -> str:
             if key.startswith(p):
                 key = key[len(p):]
                 changed = True
+    head, dot, rest = key.partition(".")
+    if dot and head in _CHILDREN:  # "features.4.0.conv1.weight" -> "layer1.0.conv1.weight"
+        key = f"{_CHILDREN[head]}.{rest}"
     # Caffe-converted and some FER checkpoints name the stem bn "bn_conv1" or put it in a "stem" Sequential
     key = key.replace("bn_conv1.", "bn1.").replace("stem.0.", "conv1.").replace("stem.1.", "bn1.")
     return key
@@ -190,30 +211,60 @@ def map_state_dict(model: nn.Module, state: dict[str, torch.Tensor]) -> tuple[di
     return mapped, skipped
 
 
-def load_pretrained(model: nn.Module, path: str | Path, strict_backbone: bool = True) -> list[str]:
-    """Load a pretrained checkpoint by key mapping. The classifier is skipped when its shape differs.
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """The state dict stored in a checkpoint file, unwrapped from ``state_dict`` / ``model`` / ... dicts.
 
-    Accepts a raw state dict or a dict holding one under ``state_dict``/``model``/``net``. Raises
-    LanetError when the file is missing/unreadable or (``strict_backbone``) when a backbone weight is
-    missing from the checkpoint. Returns the list of skipped checkpoint keys.
-    """
+    Loaded with ``torch.load(weights_only=True)``: tensors and plain containers only, never arbitrary objects.
+    Raises LanetError when the file is missing, unreadable or holds no tensors."""
     path = Path(path)
     if not path.is_file():
         raise LanetError(f"pretrained checkpoint not found: {path}")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure is a user error here
-        raise LanetError(f"cannot read pretrained checkpoint {path}: {exc}") from exc
-    for key in ("state_dict", "model", "net", "model_state"):
-        if isinstance(ckpt, dict) and isinstance(ckpt.get(key), dict):
-            ckpt = ckpt[key]
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        hint = (" (a pickled model object cannot be loaded safely: save model.state_dict() instead)"
+                if "weights_only" in str(exc) or "Unsupported global" in str(exc) else "")
+        raise LanetError(f"cannot read pretrained checkpoint {path}: {first}{hint}") from exc
+    for _ in range(4):  # wrappers may nest: {"checkpoint": {"state_dict": ...}} is rare, two levels are not
+        inner = next((ckpt[k] for k in _WRAPPERS if isinstance(ckpt, dict) and isinstance(ckpt.get(k), dict)), None)
+        if inner is None:
             break
-    if not isinstance(ckpt, dict):
-        raise LanetError(f"{path}: expected a state dict")
-    mapped, skipped = map_state_dict(model, ckpt)
+        ckpt = inner
+    if not isinstance(ckpt, dict) or not any(torch.is_tensor(v) for v in ckpt.values()):
+        raise LanetError(f"{path}: expected a state dict (a dict of tensors, possibly under 'state_dict' or 'model')")
+    return ckpt
+
+
+def load_state_dict_into(model: nn.Module, state: dict[str, torch.Tensor], path: str | Path,
+                         strict_backbone: bool = True, optional: tuple[str, ...] = ()) -> list[str]:
+    """Load ``state`` into ``model`` by key mapping (:func:`map_state_dict`); the classifier ``fc`` is skipped
+    when its shape differs (another number of classes), with a one-line message on stderr.
+
+    Raises LanetError (naming ``path``) when ``strict_backbone`` and a backbone tensor is missing; keys ending in
+    one of ``optional`` may be missing. Returns the skipped checkpoint keys with reasons."""
+    mapped, skipped = map_state_dict(model, state)
     own = model.state_dict()
-    missing = [k for k in own if k not in mapped and not k.startswith("fc.") and not k.endswith("num_batches_tracked")]
+    missing = [k for k in own if k not in mapped and not k.startswith("fc.")
+               and not k.endswith(("num_batches_tracked", *optional))]
     if strict_backbone and missing:
         raise LanetError(f"{path}: checkpoint lacks {len(missing)} backbone tensors, e.g. {missing[:3]}")
     model.load_state_dict(mapped, strict=False)
+    dropped_fc = [s for s in skipped if _normalise_key(s.split(" ")[0]).startswith("fc.") and "shape" in s]
+    if dropped_fc and "fc.weight" in own:
+        print(f"{path}: classifier not loaded ({dropped_fc[0]}): the model has {own['fc.weight'].shape[0]} classes, "
+              f"its fc starts from random initialisation; {len(mapped)} tensors loaded, {len(skipped)} skipped",
+              file=sys.stderr, flush=True)
     return skipped
+
+
+def load_pretrained(model: nn.Module, path: str | Path, strict_backbone: bool = True) -> list[str]:
+    """Load a pretrained checkpoint by key mapping. The classifier is skipped when its shape differs.
+
+    Accepts a raw state dict or one wrapped under ``state_dict`` / ``model_state_dict`` / ``model`` / ``net`` /
+    ... (as training scripts save them), with ``module.`` (DataParallel) and similar prefixes, torchvision names
+    or a torchvision trunk saved as ``nn.Sequential`` (``features.4.0.conv1.weight``). Raises LanetError when the
+    file is missing/unreadable or (``strict_backbone``) when a backbone weight is missing from the checkpoint.
+    Returns the list of skipped checkpoint keys.
+    """
+    return load_state_dict_into(model, read_state_dict(path), path, strict_backbone)
