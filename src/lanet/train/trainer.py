@@ -114,12 +114,14 @@ def evaluate(model: nn.Module, faceset: FaceSet, idx: np.ndarray, aug: BatchAugm
 
 def export_payload(model: nn.Module, cfg: Config, faceset: FaceSet, aug: BatchAugment, epoch: int) -> dict[str, Any]:
     """Everything a predictor needs to run the exported classifier on new photos."""
+    from ..models.dlib_resnet import DlibResNet
     from ..models.resnet import ResNet
 
     return {
         "format": "lanet-classifier-v1",
-        # a plain ResNet for most methods; methods whose inference path is their own module (RUL) say so
-        "module": "resnet" if isinstance(model, ResNet) else "method",
+        # a plain backbone classifier (create_model(arch)) for most methods; methods whose inference path is
+        # their own module (RUL) say so
+        "module": "resnet" if isinstance(model, (ResNet, DlibResNet)) else "method",
         "method": cfg.method.name,
         "method_params": dict(cfg.method.params),
         "arch": cfg.model.arch,
