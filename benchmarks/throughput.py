@@ -39,17 +39,20 @@ def make_batch(n: int, size: int, chans: int, num_train: int, device: torch.devi
 
 
 def time_training(size: int, batch: int, steps: int, warmup: int, device: torch.device, chans: int,
-                  amp: bool, width: int) -> dict:
+                  amp: bool, width: int, arch: str = "resnet18", channels_last: bool = True,
+                  pretrained: str = "") -> dict:
     num_train = 4096
     labels = np.random.default_rng(0).integers(0, 8, num_train)
     spec = MethodSpec(num_classes=8, num_train=num_train, in_chans=chans, image_size=size, num_landmarks=68,
-                      arch="resnet18", pretrained="", dropout=0.0, epochs=1, width=width, train_labels=labels)
-    methods = {name: build_method(name, spec, {}).to(device) for name in ("baseline", "lanet")}
+                      arch=arch, pretrained=pretrained, dropout=0.0, epochs=1, width=width, train_labels=labels)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    methods = {name: build_method(name, spec, {}).to(device).to(memory_format=fmt) for name in ("baseline", "lanet")}
     opts = {k: torch.optim.Adam(m.param_groups(1e-4)) for k, m in methods.items()}
     times: dict[str, list[float]] = {k: [] for k in methods}
     g = torch.Generator().manual_seed(0)
     for step in range(warmup + steps):
         b = make_batch(batch, size, chans, num_train, device, g)
+        b.images = b.images.contiguous(memory_format=fmt)
         b.step = step
         for name, m in methods.items():
             _sync(device)
@@ -107,6 +110,11 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--channels", type=int, default=1)
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--arch", default="resnet18", help="backbone (the trainer's model.arch)")
+    ap.add_argument("--pretrained", default="", help="the trainer's model.pretrained (e.g. dlib)")
+    ap.add_argument("--channels-last", type=int, default=1, help="1 = channels-last memory format (the trainer's "
+                    "default train.channels_last), 0 = contiguous")
+    ap.add_argument("--note", default="", help="what else was running on the machine (recorded in the JSON)")
     ap.add_argument("--out", default="benchmarks/results/throughput.json")
     args = ap.parse_args()
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
@@ -114,7 +122,8 @@ def main() -> None:
     amp = device.type == "cuda"
     m = machine()
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"{m['cpu']}, {m['nproc']} cores"
-    result = {"width": args.width, "device": name, "machine": m,
+    result = {"width": args.width, "arch": args.arch, "channels_last": bool(args.channels_last), "note": args.note,
+              "device": name, "machine": m,
               "threads": torch.get_num_threads(), "torch": torch.__version__, "amp_bf16": amp,
               "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                                        text=True).stdout.strip(),
@@ -127,7 +136,7 @@ def main() -> None:
         steps = args.steps if small else max(3, args.steps // 2)
         batch = args.batch if small else max(8, args.batch // 4)
         result["train"][str(size)] = time_training(size, batch, steps, args.warmup, device, args.channels, amp,
-                                                   args.width)
+                                                   args.width, args.arch, bool(args.channels_last), args.pretrained)
         result["inference"][str(size)] = time_inference(size, 256 if size <= 112 else 64, steps, args.warmup,
                                                         device, args.channels, amp, args.width)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
