@@ -50,3 +50,48 @@ def test_pretrained_errors(tmp_path):
 def test_unknown_arch():
     with pytest.raises(LanetError, match="unknown architecture"):
         create_model("vgg13", 8, 1)
+
+
+def _msceleb_like(num_classes: int = 1000) -> dict:
+    """A ResNet-18 state dict with torchvision names, as MS-Celeb-1M checkpoints of FER code hold them."""
+    torch.manual_seed(3)
+    return {k: v.clone() for k, v in create_model("resnet18", num_classes, 3).state_dict().items()}
+
+
+def test_msceleb_layouts_load(tmp_path, capsys):
+    """The layouts FER projects ship: wrappers, DataParallel prefixes, extra heads, a Sequential trunk."""
+    state = _msceleb_like()
+    sequential = {"0": "conv1", "1": "bn1", "4": "layer1", "5": "layer2", "6": "layer3", "7": "layer4"}
+    trunk = {}
+    for k, v in state.items():
+        head, _, rest = k.partition(".")
+        idx = next((i for i, name in sequential.items() if name == head), None)
+        if idx is not None:
+            trunk[f"features.{idx}.{rest}"] = v
+    layouts = {
+        # SCN/RUL-style res18_naive.pth_MSceleb.tar: module. prefixes, a 'feature' layer, bookkeeping entries
+        "res18_naive.pth_MSceleb.tar": {"epoch": 40, "arch": "resnet18", "state_dict": {
+            **{"module." + k: v for k, v in state.items()}, "module.feature.weight": torch.zeros(4, 512)}},
+        "resnet18_msceleb.pth": {"state_dict": state},
+        "tutorial.pt": {"model_state_dict": state, "optimizer_state_dict": {}},
+        "nested.pt": {"model": {"state_dict": state}},
+        "trunk.pt": trunk,  # nn.Sequential(*list(resnet.children())[:-2]) saved as 'features'
+    }
+    for name, payload in layouts.items():
+        torch.save(payload, tmp_path / name)
+        capsys.readouterr()
+        model = create_model("resnet18", 7, 1, pretrained=str(tmp_path / name))
+        assert torch.equal(model.layer4[1].bn2.running_mean, state["layer4.1.bn2.running_mean"]), name
+        assert torch.allclose(model.conv1.weight, state["conv1.weight"].sum(1, keepdim=True)), name
+        err = capsys.readouterr().err
+        if name == "trunk.pt":  # no classifier in the file: nothing to say
+            assert err == "", err
+        else:  # the 1000-way classifier is dropped, in one line
+            assert "classifier not loaded" in err and "the model has 7" in err and err.count("\n") == 1, (name, err)
+
+
+def test_pickled_module_is_refused_with_a_hint(tmp_path):
+    torch.save(create_model("resnet18", 8, 3), tmp_path / "whole_model.pth")  # the object, not its state dict
+    with pytest.raises(LanetError, match=r"state_dict\(\)") as info:
+        create_model("resnet18", 8, 3, pretrained=str(tmp_path / "whole_model.pth"))
+    assert "\n" not in str(info.value)

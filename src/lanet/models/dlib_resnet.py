@@ -157,6 +157,8 @@ class FoldedBatchNorm2d(nn.BatchNorm2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training and bool(self.pending_calibration):
             self._calibrate(x)
+            # batch statistics as usual, but momentum 0: the running statistics stay exactly (mu_b, sigma_b^2)
+            return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, True, 0.0, self.eps)
         return super().forward(x)
 
 

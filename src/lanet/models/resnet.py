@@ -250,11 +250,11 @@ def load_state_dict_into(model: nn.Module, state: dict[str, torch.Tensor], path:
     if strict_backbone and missing:
         raise LanetError(f"{path}: checkpoint lacks {len(missing)} backbone tensors, e.g. {missing[:3]}")
     model.load_state_dict(mapped, strict=False)
-    dropped_fc = [s for s in skipped if _normalise_key(s.split(" ")[0]).startswith("fc.") and "shape" in s]
-    if dropped_fc and "fc.weight" in own:
-        print(f"{path}: classifier not loaded ({dropped_fc[0]}): the model has {own['fc.weight'].shape[0]} classes, "
-              f"its fc starts from random initialisation; {len(mapped)} tensors loaded, {len(skipped)} skipped",
-              file=sys.stderr, flush=True)
+    theirs = next((v for k, v in state.items() if _normalise_key(k) == "fc.weight" and torch.is_tensor(v)), None)
+    if theirs is not None and "fc.weight" in own and "fc.weight" not in mapped:
+        print(f"{path}: classifier not loaded ({theirs.shape[0]} classes in the file, the model has "
+              f"{own['fc.weight'].shape[0]}): fc starts from random initialisation; {len(mapped)} tensors loaded, "
+              f"{len(skipped)} skipped", file=sys.stderr, flush=True)
     return skipped
 
 
