@@ -32,8 +32,9 @@ _TRAIN_FLAGS: dict[str, tuple[str, str]] = {
     "--method": ("method.name", "training method (see `lanet methods`)"),
     "--noise": ("noise.type", "label noise: none | symmetric | asymmetric | annotator"),
     "--noise-rate": ("noise.rate", "fraction of training labels to corrupt"),
-    "--arch": ("model.arch", "backbone: resnet18 | resnet50"),
-    "--pretrained": ("model.pretrained", "pretrained state dict to load by key mapping"),
+    "--arch": ("model.arch", "backbone: resnet18 | resnet50 | dlib_resnet (>= 103 px) | dlib_resnet_small "
+                              "(48-96 px), each also as ..._affine"),
+    "--pretrained": ("model.pretrained", "pretrained state dict to load by key mapping, or dlib (dlib_* archs)"),
     "--epochs": ("train.epochs", "training epochs"),
     "--batch-size": ("train.batch_size", "global batch size"),
     "--lr": ("train.lr", "Adam learning rate (linear decay to 0 per step)"),

@@ -64,8 +64,11 @@ class AugmentConfig:
 
 @dataclass
 class ModelConfig:
-    arch: str = _f("resnet18", "backbone: resnet18 | resnet50")
-    pretrained: str = _f("", "path to a state dict (e.g. MS-Celeb-1M ResNet-18) loaded by key mapping")
+    arch: str = _f("resnet18", "backbone: resnet18 | resnet50 | dlib_resnet (dlib's face-recognition ResNet, inputs "
+                   ">= 103 px) | dlib_resnet_small (48-96 px); dlib_resnet[_small]_affine keep dlib's fixed-statistics "
+                   "affine layers instead of BatchNorm")
+    pretrained: str = _f("", "path to a state dict (e.g. MS-Celeb-1M ResNet-18) loaded by key mapping, or dlib: "
+                         "the face-recognition weights installed with face_recognition_models (dlib_* archs)")
     dropout: float = _f(0.0, "dropout before the classifier")
     width: int = _f(64, "base channel count (64 = the standard ResNet; 32 is ~4x cheaper, for laptop-scale runs)")
 
