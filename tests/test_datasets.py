@@ -424,9 +424,16 @@ def test_label_file_override(tmp_path):
     via_cfg = load_faceset(DataConfig(name="ferplus", root=str(root), labels=str(labels_csv)))
     np.testing.assert_array_equal(via_cfg.labels, out.labels)
 
+    # names the protocol dropped (fer0000003: unknown top; fer0000008: no PNG) are ignored and counted, as a
+    # label file for every FER2013 image has them; a name the dataset never listed stays an error
+    dropped = tmp_path / "dropped.csv"
+    dropped.write_text("name,label\nfer0000000.png,happy\nfer0000003.png,sad\nfer0000008.png,sad\n"
+                       "fer0000000.png,happy\n")
+    lf = apply_label_file(fs, dropped).meta["label_file"]
+    assert (lf["applied"], lf["ignored_dropped"], lf["duplicate_rows"]) == (1, 2, 1)
     bad_name = tmp_path / "bad_name.csv"
-    bad_name.write_text("name,label\nfer0000000.png,happy\nnope.png,sad\nfer0000003.png,sad\n")
-    with pytest.raises(LanetError, match=r"nope.png.*1 other"):  # fer0000003 was dropped (unknown top)
+    bad_name.write_text("name,label\nfer0000000.png,happy\nnope.png,sad\nfer0000003.png,sad\nnada.png,sad\n")
+    with pytest.raises(LanetError, match=r"bad_name.csv:3: image 'nope.png' and 1 other"):
         apply_label_file(fs, bad_name)
     bad_class = tmp_path / "bad_class.csv"
     bad_class.write_text("name,label\nfer0000000.png,happy\nfer0000001.png,grumpy\n")

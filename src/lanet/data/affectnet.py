@@ -55,7 +55,8 @@ def transform_landmarks(points: np.ndarray, boxes: np.ndarray, size: int) -> np.
     return ((points + 0.5 - origin) * scale - 0.5).astype(np.float32)
 
 
-def _read_csv(path: Path, num_classes: int, dropped: dict[str, int]) -> list[tuple[str, tuple, str, int, int]]:
+def _read_csv(path: Path, num_classes: int, dropped: dict[str, int],
+              dropped_names: list[str]) -> list[tuple[str, tuple, str, int, int]]:
     """Rows kept by the class filter: (file path, box, landmark text, canonical label, line number)."""
     rows = []
     with open(path, newline="", encoding="utf-8-sig") as fh:
@@ -80,9 +81,11 @@ def _read_csv(path: Path, num_classes: int, dropped: dict[str, int]) -> list[tup
                 raise LanetError(f"{path}:{line_no}: expression {expr} is outside 0..10")
             if expr in DROPPED_IDS:
                 dropped[DROPPED_IDS[expr]] = dropped.get(DROPPED_IDS[expr], 0) + 1
+                dropped_names.append(row[col["subDirectory_filePath"]].strip())
                 continue
             if expr == 7 and num_classes == 7:
                 dropped["contempt"] = dropped.get("contempt", 0) + 1
+                dropped_names.append(row[col["subDirectory_filePath"]].strip())
                 continue
             if box[2] <= 0 or box[3] <= 0:
                 raise LanetError(f"{path}:{line_no}: face box {box} has no area")
@@ -128,6 +131,8 @@ def load_affectnet(
     size = load_size or DEFAULT_SIZE
     channels = channels or 3
     dropped: dict[str, int] = {}
+    dropped_names: list[str] = []
+    listed: dict[str, str] = {}  # file path -> "csv:line" of its first row
     paths: list[str] = []
     stats: list[tuple[str, int, int]] = []
     names: list[str] = []
@@ -144,9 +149,16 @@ def load_affectnet(
         split_id = SPLITS.index(CSV_FILES[csv_name])
         bases = [root / IMAGE_DIR, root]
         kept = 0
-        for rel, box, lm_text, label, line_no in _read_csv(csv_path, num_classes, dropped):
+        for rel, box, lm_text, label, line_no in _read_csv(csv_path, num_classes, dropped, dropped_names):
             if limit and kept >= limit:
                 break
+            if rel in listed:  # the same file again: in the same CSV a duplicated row, in the other one leakage
+                if not listed[rel].startswith(f"{csv_path}:"):
+                    raise LanetError(f"{csv_path}:{line_no}: {rel!r} is also listed at {listed[rel]}; an image in "
+                                     "two splits leaks evaluation images into training")
+                dropped["duplicate_row"] = dropped.get("duplicate_row", 0) + 1
+                continue
+            listed[rel] = f"{csv_path}:{line_no}"
             found = None
             for j, b in enumerate(bases):
                 try:
@@ -158,6 +170,7 @@ def load_affectnet(
                 break
             if found is None:
                 dropped["missing_image"] = dropped.get("missing_image", 0) + 1
+                dropped_names.append(rel)
                 if len(missing_examples) < 3:
                     missing_examples.append(str(root / IMAGE_DIR / rel))
                 continue
@@ -192,7 +205,7 @@ def load_affectnet(
         names=np.asarray(names, dtype=object),
         num_classes=num_classes,
         name=f"affectnet{num_classes}",
-        meta={"root": str(root), "limit": limit, "dropped": dropped, "csv": found_csv,
+        meta={"root": str(root), "limit": limit, "dropped": dropped, "dropped_names": dropped_names, "csv": found_csv,
               "label_source": "AffectNet ids: 0 Neutral->6, 1 Happy->3, 2 Sad->4, 3 Surprise->5, 4 Fear->2, "
                               "5 Disgust->1, 6 Anger->0, 7 Contempt->7; 8 None, 9 Uncertain, 10 Non-Face dropped"},
     )

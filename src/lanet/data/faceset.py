@@ -143,3 +143,25 @@ class FaceSet:
         if self.votes is not None:
             parts.append("votes")
         return ", ".join(parts)
+
+
+def data_report(faceset: FaceSet) -> str:
+    """What the loader and label file left out, for the console: ``dropped 12 rows (missing_image 2, ...)``.
+
+    Reads ``meta["dropped"]`` (reason -> count: rows the loader skipped, including removed duplicates) and
+    ``meta["label_file"]`` (rows of a ``--labels`` file that were not applied, and why). Empty when nothing was.
+    """
+    parts = []
+    dropped = {k: int(v) for k, v in faceset.meta.get("dropped", {}).items() if v}
+    if dropped:
+        parts.append(f"dropped {sum(dropped.values())} row(s) ("
+                     + ", ".join(f"{k} {v}" for k, v in sorted(dropped.items())) + ")")
+    lf = faceset.meta.get("label_file")
+    if lf:
+        ignored = {k: lf.get(k, 0) for k in ("ignored_not_train", "ignored_dropped", "ignored_not_loaded",
+                                               "duplicate_rows") if lf.get(k, 0)}
+        text = f"label file {lf['path']}: {lf['applied']} label(s) applied, {lf['changed']} changed"
+        if ignored:
+            text += ", ignored: " + ", ".join(f"{k} {v}" for k, v in ignored.items())
+        parts.append(text)
+    return "; ".join(parts)

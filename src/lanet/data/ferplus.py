@@ -9,7 +9,9 @@ Two on-disk layouts are read (``root`` is the folder holding them; the folders w
         FER2013Test/label.csv  + ...                    (FER2013 "PrivateTest" -> test)
 
     ``label.csv`` has no header; each row is ``name,"(x, y, w, h)",<10 vote counts>``. The folders are the
-    source of truth for which images exist: a row whose PNG is absent is dropped (``missing_image``).
+    source of truth for which images exist: a row whose PNG is absent is dropped (``missing_image``). A name
+    listed again in its folder is dropped too (``duplicate_name``; the first row wins); a name in two split
+    folders is an error (the same image in two splits).
 
 (b) the raw pair ``fer2013.csv`` (``emotion,pixels,Usage``; 2304 space-separated pixel values per row) and
     ``fer2013new.csv`` (``Usage,Image name,<10 vote columns>``, row ``i`` annotates row ``i`` of
@@ -35,7 +37,8 @@ Label protocols (``protocol``):
   is not ``unknown``/``NF``.
 
 Images without any vote are dropped (``no_votes``) under both protocols. ``meta["dropped"]`` counts the
-dropped images per reason over the whole listing (before ``limit``).
+dropped images per reason over the whole listing (before ``limit``); ``meta["dropped_names"]`` lists them (a
+``--labels`` file naming one is not an error: the row is ignored and counted).
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ import numpy as np
 from ..errors import LanetError
 from .faceset import SPLITS, FaceSet
 from .imageio import array_signature, cached_arrays, content_signature, convert_array, load_images
-from .labels import first_per_split
+from .labels import first_per_split, unique_rows
 
 COLUMNS: tuple[str, ...] = ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt",
                             "unknown", "NF")
@@ -152,7 +155,8 @@ def _read_folders(root: Path) -> dict:
     votes: list[np.ndarray] = []
     boxes: list[np.ndarray] = []
     paths: list[str] = []
-    missing = 0
+    where: list[str] = []
+    missing_names: list[str] = []
     found = []
     for folder, split_name in SPLIT_FOLDERS.items():
         d = root / folder
@@ -172,24 +176,31 @@ def _read_folders(root: Path) -> dict:
                 raise LanetError(f"{label_csv}:{line_no}: expected name,\"(x, y, w, h)\",10 vote counts; "
                                  f"got {len(row)} fields")
         kept = [(line_no, row) for line_no, row in lines if row[0].strip() in present]
-        missing += len(lines) - len(kept)
+        missing_names += [row[0].strip() for _, row in lines if row[0].strip() not in present]
         if not kept:
             continue
         rows = [row for _, row in kept]
         v, b = _parse_rows(rows, label_csv, [line_no for line_no, _ in kept], box_col=1)
         base = os.fspath(d) + os.sep
-        for row in rows:
+        for line_no, row in kept:
             name = row[0].strip()
             names.append(name)
             paths.append(base + name)
+            where.append(f"{label_csv}:{line_no}")
         split.append(np.full(len(rows), SPLITS.index(split_name), dtype=np.int8))
         votes.append(v)
         boxes.append(b)
     if not found:
         raise LanetError(f"no FERPlus split folder under {root}; expected {LAYOUT}")
-    return {"names": names, "split": _cat(split, np.int8), "votes": _cat(votes, np.float32).reshape(-1, 10),
-            "boxes": _cat(boxes, np.float64).reshape(-1, 4), "paths": paths, "rows": None,
-            "missing": {"missing_image": missing} if missing else {}, "layout": "folders", "folders": found}
+    split_arr = _cat(split, np.int8)
+    # a name listed twice: the first row wins (as in the raw layout); in two split folders: leakage, an error
+    keep, repeats = unique_rows(names, split_arr, where)
+    dropped = {"missing_image": len(missing_names), "duplicate_name": repeats}
+    return {"names": [names[i] for i in keep], "split": split_arr[keep],
+            "votes": _cat(votes, np.float32).reshape(-1, 10)[keep],
+            "boxes": _cat(boxes, np.float64).reshape(-1, 4)[keep],
+            "paths": [paths[i] for i in keep], "rows": None, "missing": {k: v for k, v in dropped.items() if v},
+            "missing_names": missing_names, "layout": "folders", "folders": found}
 
 
 def _cat(parts: list[np.ndarray], dtype: type) -> np.ndarray:
@@ -314,6 +325,9 @@ def load_ferplus(
         if (reason == code).any():
             dropped[name] = int((reason == code).sum())
     keep = reason == KEPT
+    # every name the listing holds but the dataset drops: a --labels file may name them (they are ignored)
+    dropped_names = [n for n, r in zip(info["names"], reason, strict=True) if r != KEPT]
+    dropped_names += info.get("missing_names", [])
     keep[keep] = first_per_split(split[keep], limit)
     idx = np.flatnonzero(keep)
     # train, then val, then test; file order within a split
@@ -351,6 +365,7 @@ def load_ferplus(
         votes=votes10[idx][:, FROM_CANONICAL],
         name="ferplus",
         meta={"root": str(root), "layout": info["layout"], "protocol": protocol, "dropped": dropped,
+              "dropped_names": dropped_names,
               "limit": limit, "label_source": "FERPlus votes: " + ", ".join(
                   f"{c}->{int(t)}" for c, t in zip(COLUMNS, TO_CANONICAL, strict=False))},
     )

@@ -11,6 +11,9 @@ Folders (``root`` is the folder)::
     root/train/<class>/*.png    split folders train / val / test (also training, valid, validation, testing)
     root/<class>/*.jpg          or class folders directly under root (everything is train)
 
+A path listed twice in the CSV is kept once (``meta["dropped"]["duplicate_row"]``); the same file in two
+splits, listed with two labels, or two files with identical pixels in train and val/test are errors (leakage).
+
 Class folder names follow the same rules as CSV labels. Files ending in .png, .jpg, .jpeg or .bmp are read
 (case-insensitive); other files are ignored. Image names (:attr:`FaceSet.names`) are the CSV's path as
 written, or the path relative to the folder root (``train/happy/001.png``).
@@ -33,7 +36,7 @@ from ..classes import class_id
 from ..errors import LanetError
 from .faceset import SPLITS, FaceSet
 from .imageio import IMAGE_EXTENSIONS, cached_arrays, content_signature, load_images
-from .labels import first_per_split
+from .labels import first_per_split, identical_across_splits, unique_rows
 
 SPLIT_ALIASES: dict[str, str] = {
     "train": "train", "training": "train",
@@ -61,11 +64,15 @@ def _build(
     names: list[str],
     labels: list[int],
     split: list[int],
+    where: list[str],
     load_size: int,
     channels: int,
     limit: int,
     cache_dir: str | os.PathLike,
 ) -> FaceSet:
+    # the same file twice: a repeated row is removed (counted), in two splits or with two labels an error
+    unique, repeats = unique_rows([os.path.realpath(p) for p in paths], split, where, labels)
+    paths, names, labels, split = ([x[i] for i in unique] for x in (paths, names, labels, split))
     split_arr = np.asarray(split, dtype=np.int8)
     order = np.argsort(split_arr, kind="stable")
     order = order[first_per_split(split_arr[order], limit)]
@@ -81,14 +88,17 @@ def _build(
     images = cached_arrays(key, lambda: {"images": load_images(sel_paths, size, channels, desc=name)},
                            cache_dir)["images"]
     label_arr = np.asarray(labels, dtype=np.int64)[order]
+    name_arr = np.asarray(names, dtype=object)[order]
+    identical_across_splits(images, split_arr[order], name_arr, str(root))
     return FaceSet(
         images=images,
         labels=label_arr,
         split=split_arr[order],
-        names=np.asarray(names, dtype=object)[order],
+        names=name_arr,
         num_classes=8 if (label_arr == 7).any() else 7,
         name=name,
-        meta={"root": str(root), "limit": limit, "label_source": "canonical class names / ids"},
+        meta={"root": str(root), "limit": limit, "label_source": "canonical class names / ids",
+              "dropped": {"duplicate_row": repeats} if repeats else {}},
     )
 
 
@@ -108,6 +118,7 @@ def load_csv(
     names: list[str] = []
     labels: list[int] = []
     split: list[int] = []
+    where_rows: list[str] = []
     with open(path, newline="", encoding="utf-8-sig") as fh:
         reader = csv.reader(fh)
         header = [h.strip().lower() for h in next(reader, None) or []]
@@ -132,9 +143,10 @@ def load_csv(
             names.append(rel)
             labels.append(label)
             split.append(_split_id(row[i_split] if i_split is not None and i_split < len(row) else "", where))
+            where_rows.append(where)
     if not paths:
         raise LanetError(f"{path} lists no images")
-    return _build("csv", path, paths, names, labels, split, load_size, channels, limit, cache_dir)
+    return _build("csv", path, paths, names, labels, split, where_rows, load_size, channels, limit, cache_dir)
 
 
 def _class_dirs(folder: Path) -> list[tuple[Path, int]]:
@@ -182,4 +194,4 @@ def load_folders(
                     split.append(split_id)
     if not paths:
         raise LanetError(f"no images under {root}; expected {FOLDERS_LAYOUT}")
-    return _build("folders", root, paths, names, labels, split, load_size, channels, limit, cache_dir)
+    return _build("folders", root, paths, names, labels, split, paths, load_size, channels, limit, cache_dir)

@@ -6,7 +6,10 @@
   path as written in a generic CSV); a bare file name also matches when it is unique in the dataset.
   ``label`` is a canonical class name, an alias (``happy``, ``angry``, ...) or an integer id in the canonical
   order. Rows naming validation or test images are ignored (evaluation labels are never replaced) and
-  counted in ``meta["label_file"]["ignored_not_train"]``.
+  counted in ``meta["label_file"]["ignored_not_train"]``; rows naming images the loader dropped (e.g. by the
+  FERPlus protocol) are counted in ``ignored_dropped``; a name the dataset never listed is an error.
+* :func:`unique_rows` / :func:`identical_across_splits`: duplicated rows are removed and counted, an image in
+  two splits (by name, or by identical pixels) is an error.
 * :func:`carve_val` holds out a seeded, class-stratified fraction of the training images as ``val``.
 * :func:`limit_per_split` keeps the first ``limit`` images of each split (smoke tests).
 """
@@ -14,7 +17,9 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import os
+from collections.abc import Sequence
 from dataclasses import replace
 
 import numpy as np
@@ -75,6 +80,12 @@ def _name_index(names: np.ndarray) -> tuple[dict[str, list[int]], dict[str, list
 def apply_label_file(faceset: FaceSet, path: str | os.PathLike, allow_missing: bool = False) -> FaceSet:
     """Replace the labels of the training images named in ``path`` (a ``name,label`` CSV); returns a copy.
 
+    Rows that are not applied are counted in ``meta["label_file"]``: ``ignored_not_train`` (validation or test
+    images), ``ignored_dropped`` (images the loader dropped, e.g. FERPlus images whose votes the protocol
+    rejects: the loader lists them in ``meta["dropped_names"]``), ``ignored_not_loaded`` (with
+    ``allow_missing``: names not in the cut dataset) and ``duplicate_rows`` (a name listed again with the
+    same label).
+
     Args:
         faceset: the dataset (not modified).
         path: the label file.
@@ -82,22 +93,31 @@ def apply_label_file(faceset: FaceSet, path: str | os.PathLike, allow_missing: b
             ``limit``); otherwise they are an error.
 
     Raises:
-        LanetError: see :func:`read_label_file`; also a name not in the dataset (naming it and how many
-            others are missing).
+        LanetError: see :func:`read_label_file`; also a name in no split of the dataset at all (naming it and
+            how many others are missing).
     """
     rows = read_label_file(path, faceset.num_classes)
     exact, base = _name_index(faceset.names)
+    dropped = {str(n) for n in faceset.meta.get("dropped_names", ())}
+    dropped |= {os.path.basename(n) for n in dropped}
     train = faceset.split == SPLITS.index("train")
     labels = faceset.labels.copy()
     missing: list[tuple[str, int]] = []
-    ignored = 0
-    named = 0
+    ignored = ignored_dropped = named = duplicates = 0
+    seen: set[str] = set()
     for name, label, line_no in rows:
+        if name in seen:
+            duplicates += 1  # same label: read_label_file refuses a different one
+            continue
+        seen.add(name)
         idx = exact.get(name)
         if idx is None:
             idx = base.get(name) if len(base.get(name, ())) == 1 else None
         if idx is None:
-            missing.append((name, line_no))
+            if name in dropped:
+                ignored_dropped += 1
+            else:
+                missing.append((name, line_no))
             continue
         idx_arr = np.asarray(idx)
         on_train = idx_arr[train[idx_arr]]
@@ -117,6 +137,9 @@ def apply_label_file(faceset: FaceSet, path: str | os.PathLike, allow_missing: b
         "applied": named,
         "changed": changed,
         "ignored_not_train": ignored,
+        "ignored_dropped": ignored_dropped,
+        "ignored_not_loaded": len(missing),
+        "duplicate_rows": duplicates,
         "missing": len(missing),
     }
     return replace(faceset, labels=labels, meta=meta)
@@ -183,3 +206,41 @@ def first_per_split(split: np.ndarray, limit: int) -> np.ndarray:
     for s in np.unique(split):
         keep[np.flatnonzero(split == s)[:limit]] = True
     return keep
+
+
+def unique_rows(keys: Sequence[str], split: Sequence[int], where: Sequence[str],
+                labels: Sequence[int] | None = None, what: str = "image") -> tuple[np.ndarray, int]:
+    """Indices of the first row of every key (an image's path or name), and how many repeats were removed.
+
+    A repeat in the same split with the same label (or ``labels`` None) is a duplicated row: removed, counted.
+    A repeat in another split is leakage (the same image trained on and evaluated on) and one with another
+    label a contradiction: both are :class:`LanetError` s naming the two rows (``where``: ``file:line``).
+    """
+    first: dict[str, int] = {}
+    keep: list[int] = []
+    for i, key in enumerate(keys):
+        j = first.setdefault(key, i)
+        if j == i:
+            keep.append(i)
+            continue
+        if split[i] != split[j]:
+            raise LanetError(f"{where[i]}: {what} {key!r} is in the {SPLITS[split[i]]} split here and in the "
+                             f"{SPLITS[split[j]]} split at {where[j]}; an image in two splits leaks evaluation "
+                             "images into training")
+        if labels is not None and labels[i] != labels[j]:
+            raise LanetError(f"{where[i]}: {what} {key!r} is listed again (first at {where[j]}) with another label")
+    return np.asarray(keep, dtype=np.int64), len(keys) - len(keep)
+
+
+def identical_across_splits(images: np.ndarray, split: np.ndarray, names: Sequence[str], source: str) -> None:
+    """Raise :class:`LanetError` when two files hold the same pixels and one is a training image while the other
+    is a validation or test image (a copy under another name leaks evaluation images into training)."""
+    train = SPLITS.index("train")
+    seen: dict[bytes, int] = {}
+    for i in np.flatnonzero(split == train):
+        seen.setdefault(hashlib.blake2b(images[i].tobytes(), digest_size=16).digest(), int(i))
+    for i in np.flatnonzero(split != train):
+        j = seen.get(hashlib.blake2b(images[i].tobytes(), digest_size=16).digest())
+        if j is not None and np.array_equal(images[i], images[j]):
+            raise LanetError(f"{source}: {names[i]!r} ({SPLITS[split[i]]}) has the same pixels as the training image "
+                             f"{names[j]!r}; an image in two splits leaks evaluation images into training")

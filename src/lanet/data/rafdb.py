@@ -23,7 +23,7 @@ import numpy as np
 from ..errors import LanetError
 from .faceset import SPLITS, FaceSet
 from .imageio import cached_arrays, content_signature, load_images
-from .labels import carve_val, first_per_split
+from .labels import carve_val, first_per_split, unique_rows
 
 #: RAF-DB label id (1..7) -> canonical class id; index 0 unused.
 TO_CANONICAL = np.array([-1, 5, 2, 1, 3, 4, 0, 6], dtype=np.int64)
@@ -69,6 +69,7 @@ def load_rafdb(
     names: list[str] = []
     raw: list[int] = []
     split: list[int] = []
+    where_rows: list[str] = []
     with open(list_file, encoding="utf-8-sig") as fh:
         for line_no, line in enumerate(fh, start=1):
             parts = line.split()
@@ -86,8 +87,11 @@ def load_rafdb(
             names.append(parts[0])
             raw.append(label)
             split.append(SPLITS.index(prefix))
+            where_rows.append(where)
     if not names:
         raise LanetError(f"{list_file} lists no images")
+    unique, repeats = unique_rows(names, split, where_rows, raw)  # a repeated line is dropped and counted
+    names, raw, split = ([x[i] for i in unique] for x in (names, raw, split))
     split_arr = np.asarray(split, dtype=np.int8)
     order = np.argsort(split_arr, kind="stable")  # train first, file order within a split
     order = order[first_per_split(split_arr[order], limit)]
@@ -109,7 +113,7 @@ def load_rafdb(
         names=np.asarray(names, dtype=object)[order],
         num_classes=7,
         name="rafdb",
-        meta={"root": str(root), "limit": limit,
+        meta={"root": str(root), "limit": limit, "dropped": {"duplicate_row": repeats} if repeats else {},
               "label_source": "RAF-DB ids: 1 Surprise->5, 2 Fear->2, 3 Disgust->1, 4 Happiness->3, "
                               "5 Sadness->4, 6 Anger->0, 7 Neutral->6"},
     )
