@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import re
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,21 @@ from typing import Any
 import yaml
 
 from .errors import LanetError
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML's safe loader, except that ``1e-4``, ``5E3`` and ``-2e-1`` are numbers (YAML 1.1 wants ``1.0e-4``)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."))
+
+
+def yaml_load(text: str) -> Any:
+    """Parse YAML text as the configuration does (safe types; scientific notation is a number)."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
 
 
 def _f(default: Any, help: str, **kw: Any) -> Any:  # noqa: A002 - "help" reads best at call sites
@@ -112,16 +129,25 @@ class Config:
         return asdict(self)
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        """Write the configuration as YAML, atomically (a reader never sees half a file)."""
+        from .fileutil import atomic_open
+
+        with atomic_open(path, "w") as fh:
+            fh.write(yaml.safe_dump(self.to_dict(), sort_keys=False))
 
 
 def _coerce(value: Any, like: Any, key: str) -> Any:
     """Convert a YAML/CLI value to the type of the field's default."""
     if isinstance(value, str) and not isinstance(like, str):
         try:
-            value = yaml.safe_load(value)
+            value = yaml_load(value)
         except yaml.YAMLError as exc:
             raise LanetError(f"cannot parse value for {key}: {value!r}") from exc
+    if isinstance(value, str) and isinstance(like, (int, float)) and not isinstance(like, bool):
+        try:  # a numeric string from a YAML file or the Python API ("1e-4", "inf")
+            value = float(value)
+        except ValueError:
+            pass
     if isinstance(like, bool):
         if not isinstance(value, bool):
             raise LanetError(f"{key} must be true or false, got {value!r}")
@@ -181,7 +207,10 @@ def set_override(cfg: Config, assignment: str) -> None:
             raise LanetError(f"unknown configuration key {'.'.join(parts[: i + 1])!r}")
     last = parts[-1]
     if isinstance(target, dict):
-        target[last] = yaml.safe_load(raw) if raw.strip() else ""
+        try:
+            target[last] = yaml_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as exc:
+            raise LanetError(f"cannot parse value for {key}: {raw!r}") from exc
         return
     if not is_dataclass(target) or last not in {f.name for f in fields(target)}:
         raise LanetError(f"unknown configuration key {key!r}")
@@ -196,12 +225,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if not p.is_file():
             raise LanetError(f"config file not found: {p}")
         try:
-            data = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise LanetError(f"{p}: not valid YAML ({exc})") from exc
-        if not isinstance(data, dict):
-            raise LanetError(f"{p}: top level must be a mapping")
-        apply_dict(cfg, data)
+            apply_dict(cfg, read_yaml_mapping(p, empty_ok=True))
+        except LanetError as exc:
+            raise LanetError(exc.args[0] if str(exc).startswith(str(p)) else f"{p}: {exc}") from exc
     for item in overrides or []:
         set_override(cfg, item)
     return cfg
@@ -222,3 +248,184 @@ def reference() -> str:
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
             lines.append(f"  {sec.name}.{f.name} = {json.dumps(default)}  # {f.metadata.get('help', '')}")
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------- files
+def read_yaml_mapping(path: str | Path, empty_ok: bool = False) -> dict[str, Any]:
+    """The mapping in a YAML file; a missing, unreadable, empty (unless ``empty_ok``), malformed or non-mapping
+    file is a one-line :class:`LanetError` naming the file (and the line of a syntax error)."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except FileNotFoundError as exc:
+        raise LanetError(f"config file not found: {p}") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise LanetError(f"cannot read {p}: {getattr(exc, 'strerror', None) or exc}") from exc
+    try:
+        data = yaml_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{p}:{mark.line + 1}" if mark is not None else str(p)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise LanetError(f"{where}: not valid YAML ({problem})") from exc
+    if data is None:
+        if empty_ok:
+            return {}
+        raise LanetError(f"{p} is empty")
+    if not isinstance(data, dict):
+        raise LanetError(f"{p}: top level must be a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def read_run_config(run_dir: str | Path) -> Config:
+    """The resolved configuration a run directory holds (``RUN_DIR/config.yaml``), validated."""
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise LanetError(f"{run_dir} holds no run (config.yaml missing)")
+    data = read_yaml_mapping(path)
+    try:
+        cfg = config_from_dict(data)
+        validate_config(cfg)
+    except LanetError as exc:
+        raise LanetError(f"{path}: {exc}") from exc
+    return cfg
+
+
+# ---------------------------------------------------------------------------------------------- comparing
+#: keys that do not change a run's numbers: a resumed run takes them from the command, a benchmark ignores them
+RUN_INDEPENDENT_KEYS: frozenset[str] = frozenset(
+    {"train.device", "train.threads", "train.log_every", "data.root", "data.cache_dir"})
+
+
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"train": {"lr": 1}}`` -> ``{"train.lr": 1}``; method parameters become ``method.params.NAME``."""
+    out: dict[str, Any] = {}
+    for k, v in data.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(flatten(v, f"{key}."))
+        else:
+            out[key] = v
+    return out
+
+
+def explicit_keys(path: str | Path | None, overrides: list[str]) -> set[str]:
+    """The keys a YAML file and ``key=value`` overrides set (what a user asked for, as opposed to defaults)."""
+    keys = set(flatten(read_yaml_mapping(path, empty_ok=True))) if path else set()
+    keys.update(item.split("=", 1)[0].strip() for item in overrides if "=" in item)
+    return keys
+
+
+def _method_params(cfg: Config) -> dict[str, Any]:
+    """Every hyperparameter of the configured method, defaults filled in."""
+    from .methods.registry import get_method_class
+
+    return asdict(get_method_class(cfg.method.name).parse_params(dict(cfg.method.params)))
+
+
+def config_differences(run: Config, command: Config, keys: set[str] | None = None) -> list[str]:
+    """``key: run X, command Y`` for every key (of ``keys``; all when None) whose value differs between the
+    two configurations, ignoring :data:`RUN_INDEPENDENT_KEYS`. Method parameters compare with defaults filled."""
+    a, b = flatten(run.to_dict()), flatten(command.to_dict())
+    a = {k: v for k, v in a.items() if not k.startswith("method.params")}
+    b = {k: v for k, v in b.items() if not k.startswith("method.params")}
+    if run.method.name == command.method.name:
+        a.update({f"method.params.{k}": v for k, v in _method_params(run).items()})
+        b.update({f"method.params.{k}": v for k, v in _method_params(command).items()})
+    wanted = set(a) | set(b)
+    if keys is not None:
+        wanted = {k for k in wanted if k in keys or any(k.startswith(f"{key}.") for key in keys)}
+    return [f"{k}: run {a.get(k)!r}, command {b.get(k)!r}" for k in sorted(wanted - RUN_INDEPENDENT_KEYS)
+            if a.get(k) != b.get(k)]
+
+
+# ---------------------------------------------------------------------------------------------- validation
+def _number(key: str, value: Any, integer: bool = False) -> float:
+    kinds = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds):
+        raise LanetError(f"{key} must be {'an integer' if integer else 'a number'}, got {value!r}")
+    if not math.isfinite(value):
+        raise LanetError(f"{key} must be finite, got {value!r}")
+    return value
+
+
+def _at_least(key: str, value: Any, lo: float, integer: bool = True, why: str = "") -> None:
+    if _number(key, value, integer) < lo:
+        raise LanetError(f"{key} must be >= {lo:g}{why}, got {value!r}")
+
+
+def _between(key: str, value: Any, lo: float, hi: float, integer: bool = False, hi_open: bool = False,
+             lo_open: bool = False) -> None:
+    v = _number(key, value, integer)
+    if v < lo or v > hi or (lo_open and v == lo) or (hi_open and v == hi):
+        raise LanetError(f"{key} must be in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}, "
+                         f"got {value!r}")
+
+
+def _one_of(key: str, value: Any, choices: Any) -> None:
+    if value not in choices:
+        raise LanetError(f"{key} must be one of {', '.join(map(str, choices))}; got {value!r}")
+
+
+IMAGE_SIZE_RANGE = (32, 512)  # data.image_size: smaller loses the face, larger is not a CPU/GPU-sized network
+
+
+def validate_config(cfg: Config) -> None:
+    """Check every value's type and range before anything is loaded or written; the first bad key raises a
+    one-line :class:`LanetError` naming it. Method hyperparameters are checked against the method's own
+    parameter list (:meth:`lanet.methods.base.Method.parse_params`); checks that need the data (e.g. LA-Net's
+    landmark count) happen when the method is built, still before the run directory is written."""
+    from .data.augment import BatchAugment
+    from .data.ferplus import PROTOCOLS
+    from .data.loaders import DATASETS
+    from .data.noise import NOISE_TYPES
+    from .methods.registry import get_method_class
+
+    d, n, m, t = cfg.data, cfg.noise, cfg.model, cfg.train
+    _one_of("data.name", str(d.name).strip().lower(), tuple(DATASETS))
+    _one_of("data.protocol", d.protocol, PROTOCOLS)
+    if _number("data.load_size", d.load_size, integer=True) != 0:
+        _between("data.load_size", d.load_size, 16, 1024, integer=True)
+    _between("data.image_size", d.image_size, *IMAGE_SIZE_RANGE, integer=True)
+    _one_of("data.channels", d.channels, (0, 1, 3))
+    _between("data.val_fraction", d.val_fraction, 0.0, 1.0, hi_open=True)
+    _at_least("data.limit", d.limit, 0, why=" (0 = all images)")
+    _at_least("data.synthetic_size", d.synthetic_size, 20)
+    _at_least("data.synthetic_seed", d.synthetic_seed, 0)
+
+    _one_of("noise.type", n.type, NOISE_TYPES)
+    _between("noise.rate", n.rate, 0.0, 1.0, hi_open=True)
+    if n.rate > 0 and n.type == "none":
+        raise LanetError(f"noise.rate={n.rate:g} needs a noise type (--noise symmetric or asymmetric); "
+                         "with noise.type none no label would change")
+    if n.rate > 0 and n.type == "annotator":
+        raise LanetError(f"noise.rate={n.rate:g} is not used by annotator noise (each label is one of the image's "
+                         "own votes); leave it at 0")
+    _at_least("noise.seed", n.seed, -1, why=" (-1 = train.seed)")
+
+    BatchAugment(cfg.augment, d.image_size, 1)  # the augmentation ranges (crop, ratio, flip, jitter, erasing)
+    if not isinstance(cfg.augment.balanced, bool):
+        raise LanetError(f"augment.balanced must be true or false, got {cfg.augment.balanced!r}")
+
+    _between("model.dropout", m.dropout, 0.0, 1.0, hi_open=True)
+    _at_least("model.width", m.width, 8)
+
+    _at_least("train.epochs", t.epochs, 1)
+    _at_least("train.batch_size", t.batch_size, 1)
+    if _number("train.lr", t.lr) <= 0:
+        raise LanetError(f"train.lr must be > 0, got {t.lr!r}")
+    _at_least("train.weight_decay", t.weight_decay, 0, integer=False)
+    _at_least("train.warmup_steps", t.warmup_steps, 0)
+    _between("train.seed", t.seed, 0, 2**32 - 1, integer=True)
+    _one_of("train.device", t.device, ("auto", "cpu", "cuda"))
+    _at_least("train.eval_batch_size", t.eval_batch_size, 1)
+    _at_least("train.threads", t.threads, 0, why=" (0 = all cores)")
+    _one_of("train.deterministic", t.deterministic, ("auto", "on", "off"))
+    _at_least("train.log_every", t.log_every, 1)
+    for key in ("amp", "channels_last", "checkpoint"):
+        if not isinstance(getattr(t, key), bool):
+            raise LanetError(f"train.{key} must be true or false, got {getattr(t, key)!r}")
+
+    if not isinstance(cfg.method.params, dict):
+        raise LanetError(f"method.params must be a mapping, got {cfg.method.params!r}")
+    get_method_class(cfg.method.name).parse_params(dict(cfg.method.params))

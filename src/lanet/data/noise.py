@@ -22,6 +22,7 @@ import numpy as np
 
 from ..classes import ASYMMETRIC_FLIP, CLASSES
 from ..errors import LanetError
+from ..fileutil import atomic_open
 from .faceset import FaceSet
 
 NOISE_TYPES = ("none", "symmetric", "asymmetric", "annotator")
@@ -77,9 +78,10 @@ def apply_noise(faceset: FaceSet, kind: str, rate: float, seed: int) -> tuple[np
 def save_noise(run_dir: str | Path, faceset: FaceSet, noisy: np.ndarray, record: NoiseRecord) -> None:
     """Write ``noise.json`` (summary) and ``noise_changes.csv`` (name, clean, noisy for every changed label)."""
     run_dir = Path(run_dir)
-    (run_dir / "noise.json").write_text(json.dumps(asdict(record), indent=2))
+    with atomic_open(run_dir / "noise.json", "w") as fh:
+        fh.write(json.dumps(asdict(record), indent=2))
     changed = np.flatnonzero(noisy != faceset.labels)
-    with open(run_dir / "noise_changes.csv", "w", newline="") as fh:
+    with atomic_open(run_dir / "noise_changes.csv", "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["name", "clean", "noisy"])
         for i in changed:

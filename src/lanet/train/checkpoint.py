@@ -1,19 +1,30 @@
-"""Atomic writes: a file is either the old complete version or the new complete version, never half."""
+"""Atomic writes (a file is either the old complete version or the new complete version, never half) and the
+training checkpoint, which holds tensors and plain Python types only so that it loads with
+``torch.load(weights_only=True)``: nothing in a run directory can run code."""
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
-from ..fileutil import atomic_open
+from ..errors import LanetError
+from ..fileutil import atomic_open, load_torch_file
+
+CHECKPOINT_KEYS = ("method", "optimizer", "epoch", "best_val", "torch_rng")
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
+    """``torch.save`` atomically. The object is serialised in memory first: torch turns a failed file write
+    (a full disk) into an opaque RuntimeError, whereas writing bytes raises the OSError that names the file."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
     with atomic_open(path, "wb") as fh:
-        torch.save(obj, fh)
+        fh.write(buf.getbuffer())
 
 
 def atomic_write_text(text: str, path: str | Path) -> None:
@@ -23,3 +34,36 @@ def atomic_write_text(text: str, path: str | Path) -> None:
 
 def atomic_write_json(obj: Any, path: str | Path) -> None:
     atomic_write_text(json.dumps(obj, indent=2) + "\n", path)
+
+
+def plain(obj: Any) -> Any:
+    """``obj`` with numpy arrays as tensors and numpy scalars as Python numbers (what weights_only loads)."""
+    if isinstance(obj, dict):
+        return {k: plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(plain(v) for v in obj)
+    if isinstance(obj, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(obj))
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+def save_checkpoint(path: str | Path, method_state: dict[str, Any], optimizer_state: dict[str, Any], epoch: int,
+                    best_val: float) -> None:
+    """The state after ``epoch`` (0-based): method, optimiser, torch RNG; tensors and plain types only."""
+    atomic_torch_save(plain({"format": "lanet-checkpoint-v1", "method": method_state, "optimizer": optimizer_state,
+                             "epoch": int(epoch), "best_val": float(best_val), "torch_rng": torch.get_rng_state()}),
+                      path)
+
+
+def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
+    """Read a checkpoint with ``weights_only=True``; a crafted, truncated or foreign file is a one-line
+    :class:`LanetError`."""
+    state = load_torch_file(path, "lanet checkpoint", map_location=map_location)
+    missing = [k for k in CHECKPOINT_KEYS if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise LanetError(f"{path} is not a lanet training checkpoint (missing {', '.join(missing)})")
+    if not isinstance(state["epoch"], int) or state["epoch"] < 0 or not isinstance(state["torch_rng"], torch.Tensor):
+        raise LanetError(f"{path}: corrupt checkpoint (epoch {state['epoch']!r})")
+    return state

@@ -5,9 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from ..config import config_from_dict
+from ..config import read_run_config
 from ..data.loaders import load_faceset
 from ..errors import LanetError
 from ..models.io import load_classifier
@@ -23,7 +21,9 @@ def evaluate_run(run_dir: str | Path, device: str = "auto", root: str = "", batc
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise LanetError(f"{run_dir} is not a run directory (config.yaml missing)")
-    cfg = config_from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise LanetError(f"--batch-size must be a positive integer, got {batch_size!r}")
+    cfg = read_run_config(run_dir)
     if root:
         cfg.data.root = root
     dev = resolve_device(device)

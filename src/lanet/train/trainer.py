@@ -14,6 +14,10 @@ Run directory::
     model_final.pt         exported expression classifier after the last epoch
     model_val_selected.pt  exported classifier at the epoch with the best validation accuracy
     summary.json           the final numbers (see ``summarise``)
+    .lock                  while a process writes the run: its PID (see ``lanet.fileutil.run_lock``)
+
+``config.yaml`` is written only once the configuration, the data and the method have been checked, and it
+marks the directory as holding a run; every file is written atomically (old or new version, never half).
 """
 
 from __future__ import annotations
@@ -22,7 +26,9 @@ import json
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,16 +37,17 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
-from ..config import Config, config_from_dict
+from ..config import RUN_INDEPENDENT_KEYS, Config, config_differences, read_run_config, validate_config
 from ..data.augment import BatchAugment
-from ..data.faceset import FaceSet
+from ..data.faceset import FaceSet, data_report
 from ..data.loaders import load_faceset
 from ..data.noise import NoiseRecord, apply_noise, save_noise
 from ..data.sampler import epoch_order
 from ..errors import LanetError
+from ..fileutil import remove_stale_tmp, run_lock
 from ..methods.base import Batch, Method, MethodSpec
 from ..methods.registry import build_method, get_method_class
-from .checkpoint import atomic_torch_save, atomic_write_json, atomic_write_text
+from .checkpoint import atomic_torch_save, atomic_write_json, atomic_write_text, load_checkpoint, save_checkpoint
 from .distributed import DistInfo, all_reduce_sum, barrier, init_distributed
 from .metrics import confusion_matrix, metrics_from_confusion
 
@@ -58,10 +65,10 @@ class PreparedData:
 def prepare_data(cfg: Config, need_landmarks: bool, progress: bool = True) -> PreparedData:
     """Load the dataset, attach landmarks if the method needs them, apply seeded label noise."""
     faceset = load_faceset(cfg.data)
-    if len(faceset.indices("train")) == 0:
-        raise LanetError(f"dataset {faceset.name!r} has no training images")
-    if len(faceset.indices("test")) == 0:
-        raise LanetError(f"dataset {faceset.name!r} has no test images")
+    source = f" ({faceset.meta['root']})" if faceset.meta.get("root") else ""
+    for split, what in (("train", "training"), ("test", "test")):
+        if len(faceset.indices(split)) == 0:
+            raise LanetError(f"dataset {faceset.name!r}{source} has no {what} images")
     if need_landmarks:
         from ..landmarks.provider import ensure_landmarks
 
@@ -186,34 +193,130 @@ def set_deterministic(mode: str, device: torch.device) -> bool:
     return on
 
 
-def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Train ``cfg.method.name`` and write the run directory ``out``. Returns the summary dict."""
+# ---------------------------------------------------------------------------------------------- the run
+@dataclass
+class Run:
+    """Everything the epoch loop needs, built by :func:`setup_run` before anything is written."""
+
+    cfg: Config
+    out: Path
+    info: DistInfo
+    device: torch.device
+    data: PreparedData
+    aug: BatchAugment
+    method: Method
+    optimizer: torch.optim.Optimizer
+    base_lrs: list[float]  # the optimiser groups' learning rates before the schedule
+    steps_per_epoch: int
+    total_steps: int
+    resume: bool
+    model: nn.Module | None = None  # the method, wrapped in DistributedDataParallel under torchrun
+    start_epoch: int = 0
+    best_val: float = -1.0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.cfg.train.channels_last else torch.contiguous_format
+
+    @property
+    def amp(self) -> bool:
+        return self.cfg.train.amp and self.device.type == "cuda"
+
+
+def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = True,
+          explicit_keys: set[str] | None = None) -> dict[str, Any]:
+    """Train ``cfg.method.name`` and write the run directory ``out``. Returns the summary dict.
+
+    Every value, the data and the method are checked before the run directory is written, so a mistake leaves
+    nothing behind that blocks the corrected command. ``out`` is locked for the whole run (a second process
+    gets a :class:`LanetError` naming the holder's PID). ``resume`` continues the run in ``out`` from its last
+    checkpoint with the run's own configuration: a value of ``cfg`` that differs from it is an error, except
+    :data:`~lanet.config.RUN_INDEPENDENT_KEYS` (device, threads, ...), which are taken from ``cfg``.
+    ``explicit_keys`` names the keys the user set (the CLI's flags, ``-o`` and ``--config``); only they are
+    compared and taken over. None means every key of ``cfg`` counts.
+    """
     out = Path(out)
+    validate_config(cfg)
     device_type = "cuda" if (cfg.train.device == "cuda" or (cfg.train.device == "auto" and torch.cuda.is_available())) \
         else "cpu"
     info = init_distributed(device_type)
+    with _locked_run_directory(out, info):
+        cfg = resolve_run_config(cfg, out, resume, explicit_keys)
+        if resume and (out / "summary.json").is_file():
+            _log(f"{out}: run already finished; nothing to resume", info)
+            return _read_summary(out)
+        device = init_device(cfg, info)
+        run = setup_run(cfg, out, resume, device, info, progress)
+        start_run_directory(run)
+        train_epochs(run, progress)
+        return finish_run(run)
+
+
+@contextmanager
+def _locked_run_directory(out: Path, info: DistInfo) -> Iterator[None]:
+    """Hold ``out``'s run lock (main process) for the run; remove ``out`` again if this call created it and the
+    run failed before writing anything into it."""
+    if not info.main:
+        yield
+        return
+    existed = out.exists()
+    failed = True
+    try:
+        with run_lock(out) as took:
+            if took:
+                remove_stale_tmp(out)
+            yield
+            failed = False
+    finally:
+        if failed and not existed:
+            try:
+                out.rmdir()  # only succeeds while empty
+            except OSError:
+                pass
+
+
+def _read_summary(out: Path) -> dict[str, Any]:
+    try:
+        return json.loads((out / "summary.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise LanetError(f"{out / 'summary.json'} is unreadable ({exc}); delete it to finish the run again") from exc
+
+
+def resolve_run_config(cfg: Config, out: Path, resume: bool, explicit_keys: set[str] | None) -> Config:
+    """The configuration the run uses: ``cfg`` for a new run (``out`` must hold none), the saved one on resume."""
+    if not resume:
+        if (out / "config.yaml").exists():
+            raise LanetError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+        return cfg
+    if not (out / "config.yaml").is_file():
+        raise LanetError(f"--resume: {out} holds no run (config.yaml missing)")
+    saved = read_run_config(out)
+    diff = config_differences(saved, cfg, explicit_keys)
+    if diff:
+        raise LanetError(f"--resume: the command differs from the run in {out}: {'; '.join(diff)}. A resumed run "
+                         f"keeps its configuration (only {', '.join(sorted(RUN_INDEPENDENT_KEYS))} may change); "
+                         "drop those options, or start a new run with another --out")
+    for key in RUN_INDEPENDENT_KEYS:
+        if explicit_keys is None or key in explicit_keys:
+            section, name = key.split(".")
+            setattr(getattr(saved, section), name, getattr(getattr(cfg, section), name))
+    return saved
+
+
+def init_device(cfg: Config, info: DistInfo) -> torch.device:
+    """The device, thread count and determinism of this process."""
     device = resolve_device(cfg.train.device, info)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
     set_deterministic(cfg.train.deterministic, device)
+    return device
 
-    ckpt_path = out / "checkpoint.pt"
-    if resume:
-        if not (out / "config.yaml").is_file():
-            raise LanetError(f"--resume: {out} holds no run (config.yaml missing)")
-        import yaml
 
-        saved = config_from_dict(yaml.safe_load((out / "config.yaml").read_text()))
-        saved.train.device, saved.train.threads = cfg.train.device, cfg.train.threads
-        cfg = saved
-        if (out / "summary.json").is_file():
-            _log(f"{out}: run already finished; nothing to resume", info)
-            return json.loads((out / "summary.json").read_text())
-    elif out.exists() and any(out.iterdir()) and (out / "config.yaml").exists():
-        raise LanetError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
-
+def setup_run(cfg: Config, out: Path, resume: bool, device: torch.device, info: DistInfo, progress: bool) -> Run:
+    """Load the data, build the method and optimiser, restore a checkpoint: every check before any write."""
     method_cls = get_method_class(cfg.method.name)
     data = prepare_data(cfg, method_cls.needs_landmarks, progress=progress and info.main)
     fs = data.faceset
@@ -225,18 +328,11 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
     if B > n_train:
         raise LanetError(f"train.batch_size {B} exceeds the {n_train} training images")
     steps_per_epoch = n_train // B
-    total_steps = steps_per_epoch * cfg.train.epochs
-    local = B // info.world
-    lo, hi = info.rank * local, (info.rank + 1) * local
-
-    if info.main:
-        out.mkdir(parents=True, exist_ok=True)
-        if not resume:
-            cfg.save(out / "config.yaml")
-            save_noise(out, fs, data.noisy_all, data.noise)
-    barrier()
     _log(f"{fs.summary()}; noise {data.noise.type} requested {data.noise.rate:.2f} realised "
          f"{data.noise.realised_rate:.4f}; {info.world} process(es) on {device}", info)
+    report = data_report(fs)
+    if report:
+        _log(f"data: {report}", info)
 
     torch.manual_seed(cfg.train.seed)
     spec = MethodSpec(num_classes=fs.num_classes, num_train=n_train, in_chans=fs.channels,
@@ -249,117 +345,196 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
     method = method.to(memory_format=fmt)
     optimizer = torch.optim.Adam(method.param_groups(cfg.train.lr), lr=cfg.train.lr,
                                  weight_decay=cfg.train.weight_decay)
-    base_lrs = [g["lr"] for g in optimizer.param_groups]
-    start_epoch, best_val, history = 0, -1.0, []
-    if resume and ckpt_path.is_file():
-        state = torch.load(ckpt_path, map_location=device, weights_only=False)
-        method.load_state_dict(state["method"])
-        optimizer.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["torch_rng"])
-        start_epoch, best_val = state["epoch"] + 1, state["best_val"]
-        history = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if x.strip()]
-        history = [h for h in history if h["epoch"] < start_epoch]
-        _log(f"resuming {out} at epoch {start_epoch + 1}/{cfg.train.epochs}", info)
-    if info.main:
-        atomic_write_text("".join(json.dumps(h) + "\n" for h in history), out / "metrics.jsonl")
-
-    model: nn.Module = method
+    run = Run(cfg, out, info, device, data, aug, method, optimizer, [g["lr"] for g in optimizer.param_groups],
+              steps_per_epoch, steps_per_epoch * cfg.train.epochs, resume)
+    if resume and (out / "checkpoint.pt").is_file():
+        restore_checkpoint(run)
+    run.model = method
     if info.enabled:
-        model = nn.parallel.DistributedDataParallel(
+        run.model = nn.parallel.DistributedDataParallel(
             method, device_ids=[device.index] if device.type == "cuda" else None,
             find_unused_parameters=getattr(method, "ddp_find_unused", False))
-    amp = cfg.train.amp and device.type == "cuda"
-    val_idx, test_idx = fs.indices("val"), fs.indices("test")
+    return run
+
+
+def restore_checkpoint(run: Run) -> None:
+    """Method, optimiser and RNG state from ``checkpoint.pt``; the finished epochs' lines from ``metrics.jsonl``."""
+    path = run.out / "checkpoint.pt"
+    state = load_checkpoint(path)
+    try:
+        run.method.load_state_dict(state["method"])
+        run.optimizer.load_state_dict(state["optimizer"])
+    except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise LanetError(f"{path} does not fit this run's {run.cfg.method.name} model: {first}") from exc
+    torch.set_rng_state(state["torch_rng"].cpu())
+    run.start_epoch, run.best_val = state["epoch"] + 1, float(state["best_val"])
+    run.history = read_history(run.out / "metrics.jsonl", run.start_epoch)
+    _log(f"resuming {run.out} at epoch {run.start_epoch + 1}/{run.cfg.train.epochs}", run.info)
+
+
+def read_history(path: Path, epochs: int) -> list[dict[str, Any]]:
+    """The lines of epochs ``0 .. epochs-1`` from ``metrics.jsonl``; a missing file or epoch is an error. A
+    damaged last line (a crash mid-write by an older version) is dropped when it is not needed."""
+    if not path.is_file():
+        raise LanetError(f"{path} is missing, but checkpoint.pt holds {epochs} finished epoch(s); the run cannot be "
+                         "resumed without their metrics (restore the file, or delete checkpoint.pt to restart)")
+    lines = path.read_text().splitlines()
+    by_epoch: dict[int, dict[str, Any]] = {}
+    for no, text in enumerate(lines, 1):
+        if not text.strip():
+            continue
+        try:
+            line = json.loads(text)
+            epoch = line["epoch"]
+        except (ValueError, KeyError, TypeError) as exc:
+            if no == len(lines):
+                break
+            raise LanetError(f"{path}:{no}: not a metrics line (a JSON object with an epoch)") from exc
+        if isinstance(epoch, int) and epoch < epochs:
+            by_epoch[epoch] = line
+    absent = [e + 1 for e in range(epochs) if e not in by_epoch]
+    if absent:
+        raise LanetError(f"{path} lacks the line of epoch {absent[0]} of the {epochs} the checkpoint has finished")
+    return [by_epoch[e] for e in range(epochs)]
+
+
+def start_run_directory(run: Run) -> None:
+    """Write what a run starts with: noise record and (empty) metrics, then ``config.yaml`` last, since its
+    presence marks the directory as holding a run. On resume, ``metrics.jsonl`` keeps the restored epochs."""
+    if run.info.main:
+        out, fs = run.out, run.data.faceset
+        if not run.resume:
+            save_noise(out, fs, run.data.noisy_all, run.data.noise)
+        atomic_write_text("".join(json.dumps(h) + "\n" for h in run.history), out / "metrics.jsonl")
+        if not run.resume:
+            run.cfg.save(out / "config.yaml")
+    barrier()
+
+
+def train_epochs(run: Run, progress: bool) -> None:
+    """The epoch loop: train, evaluate, append the metrics line, save exports and the checkpoint."""
+    try:
+        for epoch in range(run.start_epoch, run.cfg.train.epochs):
+            sums, seconds = train_one_epoch(run, epoch, progress)
+            line = epoch_metrics(run, epoch, sums, seconds)
+            run.history.append(line)
+            if run.info.main:
+                save_epoch(run, epoch, line)
+            barrier()
+    except KeyboardInterrupt:
+        _log(f"\ninterrupted; the last finished epoch is saved. Continue with: lanet train --out {run.out} --resume",
+             run.info)
+        raise
+
+
+def train_one_epoch(run: Run, epoch: int, progress: bool) -> tuple[dict[str, float], float]:
+    """One pass over the training split; returns the summed losses/logs and the seconds spent in steps."""
+    cfg, fs, data, info, method = run.cfg, run.data.faceset, run.data, run.info, run.method
+    B, fmt, device = cfg.train.batch_size, run.memory_format, run.device
+    local = B // info.world
+    lo, hi = info.rank * local, (info.rank + 1) * local
     images_t = torch.from_numpy(fs.images)  # N x H x W x C uint8, shared, no copy
     lms_t = None if fs.landmarks is None else torch.from_numpy(fs.landmarks)
     found_t = None if fs.landmark_found is None else torch.from_numpy(fs.landmark_found)
     labels_t = torch.from_numpy(data.train_labels)
     clean_t = torch.from_numpy(fs.labels[data.train_idx])
+    train_idx_t = torch.from_numpy(data.train_idx)
 
-    try:
-        for epoch in range(start_epoch, cfg.train.epochs):
-            method.train()
-            order = epoch_order(data.train_labels, fs.num_classes, epoch, cfg.train.epochs, cfg.train.seed,
-                                cfg.augment.balanced)
-            sums: dict[str, float] = {}
-            t_train = 0.0
-            bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.train.epochs}", unit="step",
-                       disable=not (progress and info.main), mininterval=1.0, dynamic_ncols=True, file=sys.stderr)
-            for step in bar:
-                t0 = time.perf_counter()
-                gstep = epoch * steps_per_epoch + step
-                for g, base in zip(optimizer.param_groups, base_lrs):
-                    g["lr"] = base * linear_lr(gstep, total_steps, cfg.train.warmup_steps)
-                sel = torch.from_numpy(order[step * B:(step + 1) * B][lo:hi])  # this process's share, train-local
-                params = aug.sample(B, step_generator(cfg.train.seed, epoch, step))
-                params = {k: v[lo:hi] for k, v in params.items()}
-                gidx = torch.from_numpy(data.train_idx)[sel]
-                x, lm = aug.apply(images_t[gidx], None if lms_t is None else lms_t[gidx], params)
-                batch = Batch(images=x.to(device, non_blocking=True).contiguous(memory_format=fmt),
-                              labels=labels_t[sel].to(device),
-                              index=sel.to(device),
-                              landmarks=None if lm is None else lm.to(device),
-                              landmark_found=None if found_t is None else found_t[gidx].to(device),
-                              clean_labels=clean_t[sel].to(device), epoch=epoch, step=gstep,
-                              total_steps=total_steps)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                    loss, logs = model(batch)
-                if not torch.isfinite(loss):
-                    raise LanetError(f"loss became {loss.item()} at epoch {epoch + 1} step {step}; "
-                                     f"try a lower train.lr")
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                method.after_step(batch)
-                t_train += time.perf_counter() - t0
-                sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
-                for k, v in logs.items():
-                    sums[k] = sums.get(k, 0.0) + float(v)
-                if step % max(1, cfg.train.log_every) == 0:
-                    bar.set_postfix(loss=f"{sums['loss'] / (step + 1):.3f}", ips=f"{(step + 1) * B / t_train:.0f}")
-            bar.close()
-            line: dict[str, Any] = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
-            line.update({f"train_{k}": v / steps_per_epoch for k, v in sums.items()})
-            line["train_images_per_second"] = steps_per_epoch * B / max(t_train, 1e-9)
-            line["train_seconds"] = t_train
-            line.update({k: float(v) for k, v in method.epoch_diagnostics().items()})
-            exported = method.export()
-            if len(val_idx):
-                val = evaluate(exported, fs, val_idx, aug, device, cfg.train.eval_batch_size, info, amp, fmt)
-                line["val_accuracy"] = val["accuracy"]
-                line["val_mean_class_accuracy"] = val["mean_class_accuracy"]
-            test = evaluate(exported, fs, test_idx, aug, device, cfg.train.eval_batch_size, info, amp, fmt)
-            line["test_accuracy"] = test["accuracy"]
-            line["test_mean_class_accuracy"] = test["mean_class_accuracy"]
-            line["test_per_class_accuracy"] = test["per_class_accuracy"]
-            line["test_confusion_matrix"] = test["confusion_matrix"]
-            history.append(line)
-            if info.main:
-                with open(out / "metrics.jsonl", "a") as fh:
-                    fh.write(json.dumps(line) + "\n")
-                payload = export_payload(exported, cfg, fs, aug, epoch)
-                if len(val_idx) and line["val_accuracy"] > best_val:
-                    best_val = line["val_accuracy"]
-                    atomic_torch_save(payload, out / "model_val_selected.pt")
-                if cfg.train.checkpoint:
-                    atomic_torch_save({"method": method.state_dict(), "optimizer": optimizer.state_dict(),
-                                       "epoch": epoch, "best_val": best_val, "torch_rng": torch.get_rng_state()},
-                                      ckpt_path)
-                msg = f"epoch {epoch + 1}/{cfg.train.epochs}: loss {line['train_loss']:.4f}"
-                if "val_accuracy" in line:
-                    msg += f"  val {100 * line['val_accuracy']:.2f}%"
-                msg += f"  test {100 * line['test_accuracy']:.2f}%  {line['train_images_per_second']:.0f} img/s"
-                _log(msg, info)
-            barrier()
-    except KeyboardInterrupt:
-        _log(f"\ninterrupted; the last finished epoch is saved. Continue with: lanet train --out {out} --resume", info)
-        raise
+    method.train()
+    order = epoch_order(data.train_labels, fs.num_classes, epoch, cfg.train.epochs, cfg.train.seed,
+                        cfg.augment.balanced)
+    sums: dict[str, float] = {}
+    t_train = 0.0
+    bar = tqdm(range(run.steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.train.epochs}", unit="step",
+               disable=not (progress and info.main), mininterval=1.0, dynamic_ncols=True, file=sys.stderr)
+    for step in bar:
+        t0 = time.perf_counter()
+        gstep = epoch * run.steps_per_epoch + step
+        for g, base in zip(run.optimizer.param_groups, run.base_lrs):
+            g["lr"] = base * linear_lr(gstep, run.total_steps, cfg.train.warmup_steps)
+        sel = torch.from_numpy(order[step * B:(step + 1) * B][lo:hi])  # this process's share, train-local
+        params = run.aug.sample(B, step_generator(cfg.train.seed, epoch, step))
+        params = {k: v[lo:hi] for k, v in params.items()}
+        gidx = train_idx_t[sel]
+        x, lm = run.aug.apply(images_t[gidx], None if lms_t is None else lms_t[gidx], params)
+        batch = Batch(images=x.to(device, non_blocking=True).contiguous(memory_format=fmt),
+                      labels=labels_t[sel].to(device),
+                      index=sel.to(device),
+                      landmarks=None if lm is None else lm.to(device),
+                      landmark_found=None if found_t is None else found_t[gidx].to(device),
+                      clean_labels=clean_t[sel].to(device), epoch=epoch, step=gstep,
+                      total_steps=run.total_steps)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=run.amp):
+            loss, logs = run.model(batch)
+        if not torch.isfinite(loss):
+            raise LanetError(f"loss became {loss.item()} at epoch {epoch + 1} step {step}; try a lower train.lr")
+        run.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        run.optimizer.step()
+        method.after_step(batch)
+        t_train += time.perf_counter() - t0
+        sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
+        for k, v in logs.items():
+            sums[k] = sums.get(k, 0.0) + float(v)
+        if step % max(1, cfg.train.log_every) == 0:
+            bar.set_postfix(loss=f"{sums['loss'] / (step + 1):.3f}", ips=f"{(step + 1) * B / t_train:.0f}")
+    bar.close()
+    return sums, t_train
 
+
+def epoch_metrics(run: Run, epoch: int, sums: dict[str, float], seconds: float) -> dict[str, Any]:
+    """The epoch's ``metrics.jsonl`` line: training averages, method diagnostics, val and test accuracy."""
+    cfg, fs = run.cfg, run.data.faceset
+    B = cfg.train.batch_size
+    line: dict[str, Any] = {"epoch": epoch, "lr": run.optimizer.param_groups[0]["lr"]}
+    line.update({f"train_{k}": v / run.steps_per_epoch for k, v in sums.items()})
+    line["train_images_per_second"] = run.steps_per_epoch * B / max(seconds, 1e-9)
+    line["train_seconds"] = seconds
+    line.update({k: float(v) for k, v in run.method.epoch_diagnostics().items()})
+    exported = run.method.export()
+    val_idx, test_idx = fs.indices("val"), fs.indices("test")
+    ev = (run.aug, run.device, cfg.train.eval_batch_size, run.info, run.amp, run.memory_format)
+    if len(val_idx):
+        val = evaluate(exported, fs, val_idx, *ev)
+        line["val_accuracy"] = val["accuracy"]
+        line["val_mean_class_accuracy"] = val["mean_class_accuracy"]
+    test = evaluate(exported, fs, test_idx, *ev)
+    line["test_accuracy"] = test["accuracy"]
+    line["test_mean_class_accuracy"] = test["mean_class_accuracy"]
+    line["test_per_class_accuracy"] = test["per_class_accuracy"]
+    line["test_confusion_matrix"] = test["confusion_matrix"]
+    return line
+
+
+def save_epoch(run: Run, epoch: int, line: dict[str, Any]) -> None:
+    """Main process: the metrics (rewritten atomically, so a full disk cannot leave half a line), the
+    validation-selected export and the checkpoint; then the console line."""
+    cfg, out = run.cfg, run.out
+    atomic_write_text("".join(json.dumps(h) + "\n" for h in run.history), out / "metrics.jsonl")
+    if "val_accuracy" in line and line["val_accuracy"] > run.best_val:
+        run.best_val = line["val_accuracy"]
+        atomic_torch_save(export_payload(run.method.export(), cfg, run.data.faceset, run.aug, epoch),
+                          out / "model_val_selected.pt")
+    if cfg.train.checkpoint:
+        save_checkpoint(out / "checkpoint.pt", run.method.state_dict(), run.optimizer.state_dict(), epoch,
+                        run.best_val)
+    msg = f"epoch {epoch + 1}/{cfg.train.epochs}: loss {line['train_loss']:.4f}"
+    if "val_accuracy" in line:
+        msg += f"  val {100 * line['val_accuracy']:.2f}%"
+    msg += f"  test {100 * line['test_accuracy']:.2f}%  {line['train_images_per_second']:.0f} img/s"
+    _log(msg, run.info)
+
+
+def finish_run(run: Run) -> dict[str, Any]:
+    """Main process: the final export, the method's artifacts and ``summary.json`` (written last)."""
     summary: dict[str, Any] = {}
-    if info.main:
-        atomic_torch_save(export_payload(method.export(), cfg, fs, aug, cfg.train.epochs - 1), out / "model_final.pt")
-        method.save_artifacts(out)
-        summary = summarise(cfg, fs, data.noise, history, info.world, str(device))
+    if run.info.main:
+        cfg, fs, out = run.cfg, run.data.faceset, run.out
+        atomic_torch_save(export_payload(run.method.export(), cfg, fs, run.aug, cfg.train.epochs - 1),
+                          out / "model_final.pt")
+        run.method.save_artifacts(out)
+        summary = summarise(cfg, fs, run.data.noise, run.history, run.info.world, str(run.device))
         atomic_write_json(summary, out / "summary.json")
     barrier()
     return summary
@@ -400,6 +575,8 @@ def summarise(cfg: Config, fs: FaceSet, noise: NoiseRecord, history: list[dict[s
         "num_train": int(len(fs.indices("train"))),
         "num_val": int(len(fs.indices("val"))),
         "num_test": int(len(fs.indices("test"))),
+        "dropped": dict(fs.meta.get("dropped", {})),
+        "label_file": fs.meta.get("label_file"),
         "image_size": cfg.data.image_size,
         "arch": cfg.model.arch,
         "batch_size": cfg.train.batch_size,
