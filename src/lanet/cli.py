@@ -11,9 +11,9 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-from .config import Config, load_config, reference
+from .config import Config, explicit_keys, load_config, reference, validate_config
 from .errors import LanetError
 
 # flag -> (config key, help). Values given on the command line override the YAML file.
@@ -45,6 +45,13 @@ _TRAIN_FLAGS: dict[str, tuple[str, str]] = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (``lanet train: error: ...``, status 2) instead of usage + error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _add_flags(p: argparse.ArgumentParser, flags: dict[str, tuple[str, str]]) -> None:
     for flag, (key, help_) in flags.items():
         p.add_argument(flag, dest=key, default=None, metavar="V", help=f"{help_} [{key}]")
@@ -56,15 +63,21 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
                    help="override any configuration key, e.g. -o train.epochs=5 -o method.params.K=12")
 
 
-def _build_config(args: argparse.Namespace, extra: list[str] | None = None) -> Config:
-    overrides = list(extra or [])
+def _overrides(args: argparse.Namespace) -> list[str]:
+    """The flags given on the command line as ``key=value`` overrides, then the ``-o`` ones."""
+    overrides = []
     for flags in (_DATA_FLAGS, _TRAIN_FLAGS):
         for key, _ in flags.values():
             value = getattr(args, key, None)
             if value is not None:
                 overrides.append(f"{key}={value}")
-    overrides += args.overrides
-    return load_config(args.config, overrides)
+    return overrides + args.overrides
+
+
+def _build_config(args: argparse.Namespace) -> Config:
+    cfg = load_config(args.config, _overrides(args))
+    validate_config(cfg)
+    return cfg
 
 
 # ---------------------------------------------------------------------------------------------- commands
@@ -89,8 +102,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .train.trainer import train
 
     cfg = _build_config(args)
+    keys = explicit_keys(args.config, _overrides(args))  # on --resume only these must match the run
     try:
-        summary = train(cfg, args.out, resume=args.resume, progress=not args.quiet)
+        summary = train(cfg, args.out, resume=args.resume, progress=not args.quiet, explicit_keys=keys)
     finally:
         cleanup()  # leave a torchrun process group cleanly
     if summary:
@@ -126,7 +140,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
     run_demo(out=args.out, methods=args.methods.split(",") if args.methods else None, epochs=args.epochs,
-             size=args.size, device=args.device, progress=not args.quiet)
+             size=args.size, device=args.device, progress=not args.quiet, threads=args.threads)
     return 0
 
 
@@ -176,8 +190,8 @@ def cmd_config(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.RawDescriptionHelpFormatter
-    parser = argparse.ArgumentParser(prog="lanet", description="Noise-robust facial expression recognition "
-                                     "(LA-Net, ICCV 2023) with real datasets, label noise and peers.")
+    parser = _Parser(prog="lanet", description="Noise-robust facial expression recognition "
+                     "(LA-Net, ICCV 2023) with real datasets, label noise and peers.")
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     sub = parser.add_subparsers(dest="command")
 
@@ -218,6 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=0, help="epochs per method (0 = the demo's default)")
     p.add_argument("--size", type=int, default=0, help="number of synthetic images (0 = the demo's default)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--threads", type=int, default=2, help="CPU threads (default 2, so that reruns on any machine "
+                   "with the same CPU instruction set give the same numbers; 0 = all cores)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_demo)
 
@@ -263,6 +279,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(text: str) -> str:
+    return " ".join(text.split()) or "unknown error"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -278,7 +298,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except LanetError as exc:
-        print(f"lanet: error: {exc}", file=sys.stderr)
+        print(f"lanet: error: {_one_line(str(exc))}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a full disk, a read-only folder, a vanished file: the file and the reason
+        text = exc.strerror or str(exc)
+        if exc.filename and str(exc.filename) not in text:
+            text = f"{exc.filename}: {text}"
+        print(f"lanet: error: {_one_line(text)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("lanet: interrupted", file=sys.stderr)

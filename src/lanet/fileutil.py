@@ -18,6 +18,8 @@ from typing import IO, Any
 
 from .errors import LanetError
 
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 TMP_SUFFIX = ".tmp"
 LOCK_NAME = ".lock"  # inside a run directory: the PID of the process that writes the run
 
@@ -35,6 +37,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb", **kwargs: Any) -> Ite
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; the file gets the mode open() would give it
         with os.fdopen(fd, mode, **kwargs) as fh:
             yield fh
             fh.flush()

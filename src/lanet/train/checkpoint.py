@@ -18,13 +18,38 @@ from ..fileutil import atomic_open, load_torch_file
 CHECKPOINT_KEYS = ("method", "optimizer", "epoch", "best_val", "torch_rng")
 
 
+class _WriteRecorder(io.RawIOBase):
+    """A file wrapper that remembers the OSError of a failed write: torch turns it (e.g. a full disk) into an
+    opaque RuntimeError, and :func:`atomic_torch_save` re-raises the original, which names the reason."""
+
+    def __init__(self, fh: Any) -> None:
+        super().__init__()
+        self.fh, self.error = fh, None
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        try:
+            return self.fh.write(data)
+        except OSError as exc:
+            self.error = exc
+            raise
+
+    def flush(self) -> None:
+        self.fh.flush()
+
+
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
-    """``torch.save`` atomically. The object is serialised in memory first: torch turns a failed file write
-    (a full disk) into an opaque RuntimeError, whereas writing bytes raises the OSError that names the file."""
-    buf = io.BytesIO()
-    torch.save(obj, buf)
+    """``torch.save`` atomically; a failed write raises the OSError (e.g. ENOSPC) naming ``path``."""
     with atomic_open(path, "wb") as fh:
-        fh.write(buf.getbuffer())
+        rec = _WriteRecorder(fh)
+        try:
+            torch.save(obj, rec)
+        except RuntimeError:
+            if rec.error is not None:
+                raise rec.error from None
+            raise
 
 
 def atomic_write_text(text: str, path: str | Path) -> None:
