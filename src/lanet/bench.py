@@ -44,7 +44,7 @@ import yaml
 
 from .config import Config, apply_dict, config_from_dict, set_override
 from .errors import LanetError
-from .fileutil import atomic_open
+from .fileutil import RunDirectoryBusy, atomic_open, run_lock
 
 __all__ = ["PRESETS", "TABLES", "Bench", "Column", "Preset", "Row", "RunSpec", "TableDef", "js_divergence",
            "label_distribution_js", "parse_rates", "run_benchmark"]
@@ -281,7 +281,7 @@ def _canonical_params(method: str, params: Sequence[tuple[str, Any]]) -> tuple[t
 
 
 def parse_rates(text: str | Sequence[float] | None) -> list[float] | None:
-    """``"0.1,0.2"`` (or a list) -> ``[0.1, 0.2]``; rates must lie in (0, 1]."""
+    """``"0.1,0.2"`` (or a list) -> ``[0.1, 0.2]``; rates must lie in (0, 1)."""
     if text is None or text == "":
         return None
     items = text.split(",") if isinstance(text, str) else list(text)
@@ -291,8 +291,8 @@ def parse_rates(text: str | Sequence[float] | None) -> list[float] | None:
             r = float(item)
         except (TypeError, ValueError) as exc:
             raise LanetError(f"--rates: {item!r} is not a number") from exc
-        if not 0.0 < r <= 1.0:
-            raise LanetError(f"--rates: {r} is outside (0, 1]")
+        if not 0.0 < r < 1.0:
+            raise LanetError(f"--rates: {r} is outside (0, 1)")
         rates.append(r)
     return rates
 
@@ -522,7 +522,7 @@ class Outcome:
 
     spec: RunSpec
     run_dir: Path
-    status: str  # finished | reused | trained | resumed | failed | stale | new | partial (the last two: dry run)
+    status: str  # finished | reused | trained | resumed | failed | stale | busy | new | partial (last two: dry run)
     message: str = ""
     seconds: float = 0.0
 
@@ -639,13 +639,24 @@ class Bench:
 
     # ------------------------------------------------------------------ running
     def run(self, spec: RunSpec) -> Outcome:
-        """Train ``spec`` unless finished; resume a partial run; record (not raise) a crash."""
+        """Train ``spec`` unless finished; resume a partial run; record (not raise) a crash. The run directory
+        is locked throughout, so a second grid on the same runs skips it (``busy``) instead of writing it too."""
+        planned = self.plan(spec)
+        if planned.status in ("finished", "reused", "stale"):
+            return planned
+        own = planned.run_dir
+        try:
+            with run_lock(own):
+                return self._run_locked(spec)  # plans again: another grid may have finished it meanwhile
+        except RunDirectoryBusy as exc:
+            return Outcome(spec, own, "busy", str(exc))
+
+    def _run_locked(self, spec: RunSpec) -> Outcome:
         planned = self.plan(spec)
         if planned.status in ("finished", "reused", "stale"):
             return planned
         own = planned.run_dir
         resume = planned.status == "partial"
-        own.mkdir(parents=True, exist_ok=True)
         record = {"spec": _spec_dict(spec), "preset": self.preset.name, "started": _now(), "resumed": resume}
         record.update(provenance(self.preset.name, self.command))
         atomic_write_json(record, own / PROVENANCE_FILE)
@@ -956,7 +967,7 @@ class BenchReport:
 
     @property
     def failed(self) -> list[Outcome]:
-        return [o for o in self.outcomes if o.status in ("failed", "stale")]
+        return [o for o in self.outcomes if o.status in ("failed", "stale", "busy")]
 
 
 def _log(msg: str) -> None:
@@ -1028,7 +1039,8 @@ def run_benchmark(tables: Sequence[str], preset: str = "smoke", *, root: str | N
                 _log(f"{head}: {'resuming' if planned.status == 'partial' else 'training'}")
             o = bench.run(spec)
             tail = {"finished": "finished before, skipped", "reused": o.message, "stale": f"NOT RUN: {o.message}",
-                    "failed": f"FAILED: {o.message}"}.get(o.status, f"{o.status} in {o.seconds:.0f} s")
+                    "failed": f"FAILED: {o.message}", "busy": f"NOT RUN: {o.message}"}.get(
+                o.status, f"{o.status} in {o.seconds:.0f} s")
             _log(f"{head}: {tail}")
             outcomes.append(o)
     if dry_run:

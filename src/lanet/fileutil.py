@@ -89,9 +89,13 @@ def _read_pid(path: Path) -> int | None:
     return int(text) if text.isdigit() else None
 
 
+class RunDirectoryBusy(LanetError):
+    """Another process holds the run directory's lock."""
+
+
 def _busy(directory: Path, lock: Path, pid: int | None) -> LanetError:
     who = f"process {pid}" if pid else "another process"
-    return LanetError(f"{directory} is in use by {who} (lock file {lock}); wait for it to finish, stop it, or "
+    return RunDirectoryBusy(f"{directory} is in use by {who} (lock file {lock}); wait for it to finish, stop it, or "
                       "choose another --out")
 
 
@@ -138,12 +142,12 @@ def _lock_excl(directory: Path, lock: Path) -> int:
 def run_lock(directory: str | os.PathLike) -> Iterator[bool]:
     """Hold an exclusive lock on ``directory`` (created if missing) for the ``with`` block.
 
-    The lock is ``directory/.lock``, held with ``fcntl.flock`` (released by the kernel when the process
-    dies, so a lock left by a killed process is simply taken over) and holding the holder's PID, which a
-    second process names in its error (:class:`LanetError`). Where flock is unsupported, the file is created
-    with ``O_EXCL`` and a lock whose PID no longer runs is taken over. Re-entrant within one process (the
-    benchmark holds a run's lock while the trainer takes it again). Yields True when this call took the lock,
-    False when an enclosing ``run_lock`` of this process already held it.
+    The lock is ``directory/.lock``, held with ``fcntl.flock`` (the kernel releases it when the process dies,
+    so a lock left by a killed process is simply taken over) and holding the holder's PID, which a second
+    process names in its error (:class:`RunDirectoryBusy`, a :class:`LanetError`). Where flock is not
+    supported, the file is created with ``O_EXCL`` and a lock whose PID no longer runs is taken over.
+    Re-entrant within one process (the benchmark holds a run's lock while the trainer takes it again).
+    Yields True when this call took the lock, False when an enclosing ``run_lock`` of this process held it.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)

@@ -263,9 +263,8 @@ def _locked_run_directory(out: Path, info: DistInfo) -> Iterator[None]:
     existed = out.exists()
     failed = True
     try:
-        with run_lock(out) as took:
-            if took:
-                remove_stale_tmp(out)
+        with run_lock(out):
+            remove_stale_tmp(out)  # left by a killed writer; none of this process's writes is in flight
             yield
             failed = False
     finally:
