@@ -70,6 +70,8 @@ ROWS = (
     Row("dlib-pretrained-bn-lr1e-4", "dlib_resnet", 112, "dlib", 1e-4),
     Row("dlib-pretrained-affine-lr1e-4", "dlib_resnet_affine", 112, "dlib", 1e-4),
     Row("dlib-small-pretrained-bn", "dlib_resnet_small", 64, "dlib", 3e-4),
+    Row("dlib-small-pretrained-affine", "dlib_resnet_small_affine", 64, "dlib", 3e-4),
+    Row("dlib-small-scratch", "dlib_resnet_small", 64, "", 1e-3),
 )
 
 
