@@ -280,7 +280,7 @@ def test_peer_trains_through_the_trainer(tmp_path, method, params):
     line = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
     if method == "scn":
         assert {"relabelled_fraction", "importance_high", "importance_low", "labels_changed_total"} <= set(line)
-        state = torch.load(run / "checkpoint.pt", weights_only=False)["method"]
+        state = torch.load(run / "checkpoint.pt", weights_only=True)["method"]
         assert state["train_labels"].shape == (s["num_train"],)
     model, meta = load_classifier(run / "model_final.pt")
     assert meta["num_classes"] == 7 and meta["module"] == ("method" if method == "rul" else "resnet")

@@ -169,7 +169,7 @@ def test_torchrun_lanet_keeps_state_in_sync(tmp_path):
     torchrun_train(tmp_path / "cfg.yaml", tmp_path / "ddp", port=29518)
     s = json.loads((tmp_path / "ddp" / "summary.json").read_text())
     assert s["world_size"] == 2 and 0 <= s["test_accuracy"] <= 1
-    state = torch.load(tmp_path / "ddp" / "checkpoint.pt", weights_only=False)["method"]
+    state = torch.load(tmp_path / "ddp" / "checkpoint.pt", weights_only=True)["method"]
     steps = (168 // 32)  # 240 synthetic images -> 168 training images, global batch 32
     assert int(state["queue_ptr"]) == steps * 32 % 64
     seen = (state["memory"].max(1).values < 1.0).sum().item()

@@ -243,6 +243,7 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
     info = init_distributed(device_type)
     with _locked_run_directory(out, info):
         cfg = resolve_run_config(cfg, out, resume, explicit_keys)
+        barrier()  # under torchrun: every process has looked at ``out`` before the main one writes into it
         if resume and (out / "summary.json").is_file():
             _log(f"{out}: run already finished; nothing to resume", info)
             return _read_summary(out)
@@ -327,11 +328,6 @@ def setup_run(cfg: Config, out: Path, resume: bool, device: torch.device, info: 
     if B > n_train:
         raise LanetError(f"train.batch_size {B} exceeds the {n_train} training images")
     steps_per_epoch = n_train // B
-    _log(f"{fs.summary()}; noise {data.noise.type} requested {data.noise.rate:.2f} realised "
-         f"{data.noise.realised_rate:.4f}; {info.world} process(es) on {device}", info)
-    report = data_report(fs)
-    if report:
-        _log(f"data: {report}", info)
 
     torch.manual_seed(cfg.train.seed)
     spec = MethodSpec(num_classes=fs.num_classes, num_train=n_train, in_chans=fs.channels,
@@ -348,6 +344,14 @@ def setup_run(cfg: Config, out: Path, resume: bool, device: torch.device, info: 
               steps_per_epoch, steps_per_epoch * cfg.train.epochs, resume)
     if resume and (out / "checkpoint.pt").is_file():
         restore_checkpoint(run)
+    # every check has passed: report the data (an error above is the only line a failed command prints)
+    _log(f"{fs.summary()}; noise {data.noise.type} requested {data.noise.rate:.2f} realised "
+         f"{data.noise.realised_rate:.4f}; {info.world} process(es) on {device}", info)
+    report = data_report(fs)
+    if report:
+        _log(f"data: {report}", info)
+    if run.start_epoch:
+        _log(f"resuming {out} at epoch {run.start_epoch + 1}/{cfg.train.epochs}", info)
     run.model = method
     if info.enabled:
         run.model = nn.parallel.DistributedDataParallel(
@@ -369,7 +373,6 @@ def restore_checkpoint(run: Run) -> None:
     torch.set_rng_state(state["torch_rng"].cpu())
     run.start_epoch, run.best_val = state["epoch"] + 1, float(state["best_val"])
     run.history = read_history(run.out / "metrics.jsonl", run.start_epoch)
-    _log(f"resuming {run.out} at epoch {run.start_epoch + 1}/{run.cfg.train.epochs}", run.info)
 
 
 def read_history(path: Path, epochs: int) -> list[dict[str, Any]]:
