@@ -21,7 +21,7 @@ _DATA_FLAGS: dict[str, tuple[str, str]] = {
     "--dataset": ("data.name", "dataset: synthetic | ferplus | rafdb | affectnet7 | affectnet8 | csv | folders"),
     "--root": ("data.root", "dataset folder (or CSV file for --dataset csv)"),
     "--protocol": ("data.protocol", "FERPlus label protocol: paper | majority"),
-    "--image-size": ("data.image_size", "network input size in pixels (48..224)"),
+    "--image-size": ("data.image_size", "network input size in pixels (32..512)"),
     "--channels": ("data.channels", "1 grayscale, 3 RGB, 0 = the dataset's own"),
     "--labels": ("data.labels", "CSV name,label replacing the training labels"),
     "--landmarks": ("data.landmarks", "auto | none | path to a landmark file"),

@@ -49,9 +49,11 @@ class DataConfig:
                        "(FERPlus reference: single votes dropped, top emotion must hold > 50%)")
     load_size: int = _f(0, "size images are stored at in memory (0 = the dataset's native size: 48 FERPlus, "
                         "100 RAF-DB aligned, 112 AffectNet/csv/folders)")
-    image_size: int = _f(48, "network input size in pixels (48 .. 224); images are resized on the fly")
+    image_size: int = _f(48, "network input size in pixels (32 .. 512; the paper uses 224); images are resized on "
+                         "the fly")
     channels: int = _f(0, "1 = grayscale, 3 = RGB, 0 = the dataset's own")
-    labels: str = _f("", "CSV (header name,label) whose labels replace the training labels")
+    labels: str = _f("", "CSV (header name,label) whose labels replace the training labels (names the dataset "
+                     "dropped are ignored and counted)")
     landmarks: str = _f("auto", "auto (ground truth, else cached/extracted with dlib) | none | path to a landmark "
                         "file (.csv name,x0,y0,...; or .npz with names + landmarks)")
     cache_dir: str = _f("", "where decoded images and landmarks are cached (default ~/.cache/lanet)")
