@@ -82,12 +82,16 @@ def _build_config(args: argparse.Namespace) -> Config:
 
 # ---------------------------------------------------------------------------------------------- commands
 def cmd_prepare(args: argparse.Namespace) -> int:
+    from .data.faceset import data_report
     from .data.loaders import load_faceset
     from .landmarks.provider import ensure_landmarks, landmark_stats
 
     cfg = _build_config(args)
     fs = load_faceset(cfg.data)
     print(fs.summary())
+    report = data_report(fs)
+    if report:
+        print(f"data: {report}")
     for k, v in fs.meta.items():
         if isinstance(v, (int, float, str)):
             print(f"  {k}: {v}")
