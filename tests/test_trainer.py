@@ -136,7 +136,7 @@ def test_torchrun_two_processes_match_single_process(tmp_path):
     import torch
 
     cfg = tiny_config(epochs=1)
-    cfg.noise.type = "none"
+    cfg.noise.type, cfg.noise.rate = "none", 0.0
     cfg.train.lr = 3e-4
     cfg.augment.erasing = 0.0
     cfg.save(tmp_path / "cfg.yaml")
