@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from ..errors import LanetError
+from ..fileutil import load_torch_file
 from .resnet import create_model
 
 
@@ -20,12 +21,12 @@ def load_classifier(path: str | Path, device: str | torch.device = "cpu") -> tup
     path = Path(path)
     if not path.is_file():
         raise LanetError(f"model file not found: {path}")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001
-        raise LanetError(f"cannot read model file {path}: {exc}") from exc
+    payload = load_torch_file(path, "lanet model file")
     if not isinstance(payload, dict) or payload.get("format") != "lanet-classifier-v1":
-        raise LanetError(f"{path} is not an exported lanet classifier")
+        what = f"format {payload.get('format')!r}" if isinstance(payload, dict) and "format" in payload else \
+            "a plain state dict or another tool's checkpoint" if isinstance(payload, dict) else type(payload).__name__
+        raise LanetError(f"{path} is not an exported lanet classifier ({what}); use model_final.pt or "
+                         "model_val_selected.pt from a lanet run directory")
     width = payload.get("width", 64)
     if payload.get("module", "resnet") == "method":
         import numpy as np

@@ -123,6 +123,7 @@ def export_payload(model: nn.Module, cfg: Config, faceset: FaceSet, aug: BatchAu
     """Everything a predictor needs to run the exported classifier on new photos."""
     from ..models.dlib_resnet import DlibResNet
     from ..models.resnet import ResNet
+    from ..predict.crop import crop_metadata
 
     return {
         "format": "lanet-classifier-v1",
@@ -140,6 +141,8 @@ def export_payload(model: nn.Module, cfg: Config, faceset: FaceSet, aug: BatchAu
         "mean": list(aug.mean),
         "std": list(aug.std),
         "epoch": epoch,
+        # how new photos are cropped to look like this dataset's images (lanet.predict.crop)
+        **crop_metadata(faceset.name, faceset.images.shape[1]),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }
 
