@@ -1,4 +1,4 @@
-"""The ``lanet`` command line: prepare, train, evaluate, demo, bench, methods, config.
+"""The ``lanet`` command line: prepare, train, evaluate, demo, bench, predict, export, report, audit, methods, config.
 
 Every option maps onto one configuration key (``lanet config`` prints them all); ``-o key=value`` sets any
 key, including method hyperparameters (``-o method.params.K=12``). Errors a user can cause print one line
@@ -140,6 +140,36 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import make_report
+
+    res = make_report(args.run_dirs, args.out, root=args.root or "", model=args.model, device=args.device,
+                      batch_size=args.batch_size, tsne_points=args.tsne_points, samples=args.samples, seed=args.seed,
+                      cam_layer=args.cam_layer, progress=not args.quiet)
+    for run, what, why in res.skipped:
+        print(f"  {run}: {what}: not shown ({why})")
+    print(f"written {res.index} ({len(res.figures)} figures)")
+    if args.check:
+        from .htmlcheck import check_page
+
+        check = check_page(res.index)
+        if not check.ok:
+            raise LanetError(f"browser check failed: {check.text()}")
+        print(f"browser check: {check.text()}")
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from .audit import run_audit, summary_lines
+
+    audit, written = run_audit(args.run_dir, args.out, top=args.top, sheet=args.sheet, source=args.source,
+                               model=args.model, root=args.root or "", device=args.device,
+                               batch_size=args.batch_size)
+    print("\n".join(summary_lines(audit)))
+    print("written " + ", ".join(str(p) for p in written))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -171,6 +201,21 @@ def cmd_bench(args: argparse.Namespace) -> int:
               + ", ".join(f"{o.spec.table}/{o.spec.name}" for o in report.failed), file=sys.stderr)
         return 1
     return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .predict.command import run_predict
+
+    return run_predict(args.inputs, args.model, out=args.out, annotate=args.annotate, detector=args.detector,
+                       every=args.every, batch_size=args.batch_size, device=args.device, upsample=args.upsample,
+                       threshold=args.threshold, max_side=args.max_side, max_pixels=args.max_pixels,
+                       progress=not args.quiet)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import run_export
+
+    return run_export(args.model, args.format, args.out)
 
 
 def cmd_methods(args: argparse.Namespace) -> int:
@@ -228,6 +273,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=256, help="evaluation batch size")
     p.set_defaults(func=cmd_evaluate)
 
+    p = sub.add_parser("report", help="figures and an HTML page of what training did",
+                       description="Write OUT/index.html with PNG figures for each run: training curves, confusion "
+                       "matrix, t-SNE of test features, per-sample losses of clean vs flipped labels, learned label "
+                       "distributions vs human votes, Grad-CAM; several runs are also compared side by side. Figures "
+                       "a run cannot have are listed with the reason. Needs the report extra (matplotlib, "
+                       "scikit-learn).")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories written by `lanet train`")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder for index.html and the figures")
+    p.add_argument("--model", default="auto", choices=["auto", "final", "val_selected"],
+                   help="classifier to analyse (auto: model_final.pt, else model_val_selected.pt of an unfinished run)")
+    p.add_argument("--root", default="", help="dataset folder, if it moved since training")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--batch-size", type=int, default=256, help="inference batch size")
+    p.add_argument("--tsne-points", type=int, default=2000, help="test images in the t-SNE (seeded subsample)")
+    p.add_argument("--samples", type=int, default=8, help="sample images in the distribution and Grad-CAM figures")
+    p.add_argument("--seed", type=int, default=0, help="seed of the subsamples and t-SNE")
+    p.add_argument("--cam-layer", default="layer4", help="Grad-CAM stage (default layer4, the last)")
+    p.add_argument("--check", action="store_true", help="open the page in headless Chromium and fail on a broken "
+                   "image or a script error")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("audit", help="rank training images by how likely their label is wrong",
+                       description="Score every training image of RUN_DIR by 1 - p(given label), where p is the label "
+                       "distribution LA-Net learned for it (label_distributions.npz) or, for other methods, the "
+                       "exported classifier's prediction on it (in-sample: memorised wrong labels score low), and "
+                       "write them ranked, most suspicious first, with the suggested label (argmax p).")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by `lanet train`")
+    p.add_argument("--out", default="label_issues.csv", metavar="FILE", help="ranked CSV (default label_issues.csv)")
+    p.add_argument("--top", type=int, default=None, metavar="K", help="keep only the K highest-ranked images (CSV "
+                   "and sheet; default: CSV all, sheet 48)")
+    p.add_argument("--sheet", default=None, metavar="FILE.png", help="also write a contact sheet of the top images")
+    p.add_argument("--source", default="auto", choices=["auto", "distributions", "model"],
+                   help="auto: learned distributions where the run has them, else the model's predictions")
+    p.add_argument("--model", default="auto", choices=["auto", "final", "val_selected"],
+                   help="classifier for --source model (auto: model_final.pt, else model_val_selected.pt)")
+    p.add_argument("--root", default="", help="dataset folder, if it moved since training")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--batch-size", type=int, default=256, help="inference batch size")
+    p.set_defaults(func=cmd_audit)
+
     p = sub.add_parser("demo", help="train on built-in synthetic faces with 30%% label noise",
                        description="Generate the built-in synthetic face dataset, inject 30%% symmetric label "
                        "noise, train each method and report clean test accuracy side by side.")
@@ -275,6 +361,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="print each run and its status; train and write nothing")
     p.add_argument("--quiet", action="store_true", help="no per-epoch progress bars")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("predict", help="predict expressions on photos, folders and videos",
+                       description="Detect faces, crop them as the training data was cropped and classify them. "
+                       "One record per face (file, frame, time, box, score, probability per class, top class); an "
+                       "image without a face and an unreadable file get a record saying so. Exit status 1 when "
+                       "some inputs could not be read (listed at the end), 2 when none could.")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="images, folders (searched recursively) and videos")
+    p.add_argument("--model", required=True, metavar="RUN_DIR|FILE", help="a run directory (model_val_selected.pt "
+                   "if present, else model_final.pt), an exported .pt, an .onnx or TorchScript file (lanet export)")
+    p.add_argument("--out", default=None, metavar="FILE", help="results.csv or results.jsonl (default: JSON lines "
+                   "on stdout)")
+    p.add_argument("--annotate", default=None, metavar="DIR", help="write copies of the inputs with boxes and labels")
+    p.add_argument("--detector", default="hog", choices=["hog", "cnn", "none"], help="dlib HOG (default), dlib CNN "
+                   "(slower, more faces), or none: every input is already a face crop")
+    p.add_argument("--every", type=int, default=1, metavar="N", help="videos: use every N-th frame (default 1)")
+    p.add_argument("--batch-size", type=int, default=64, help="faces per classifier call (default 64)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--upsample", type=int, default=1, help="detector pyramid doublings: 1 finds faces from ~40 px, "
+                   "0 from ~80 px at twice the speed (default 1)")
+    p.add_argument("--threshold", type=float, default=0.0, help="minimum detection score (default 0)")
+    p.add_argument("--max-side", type=int, default=1024, help="larger images are downscaled to this longer side for "
+                   "detection (default 1024)")
+    p.add_argument("--max-pixels", type=int, default=0, help="refuse images above this many pixels (default 200 "
+                   "million; a decompression-bomb guard)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("export", help="export a run's classifier to ONNX or TorchScript",
+                       description="Export RUN_DIR's classifier (model_val_selected.pt if present, else "
+                       "model_final.pt) or a model file to ONNX (metadata_props['lanet'] holds the preprocessing) "
+                       "or TorchScript (extra file lanet.json), with a dynamic batch axis; checks the export "
+                       "against PyTorch.")
+    p.add_argument("model", metavar="RUN_DIR|MODEL_FILE", help="a run directory or an exported model_*.pt")
+    p.add_argument("--format", default="onnx", choices=["onnx", "torchscript"], help="output format (default onnx)")
+    p.add_argument("--out", default=None, metavar="FILE", help="output file (default: next to the model, .onnx or "
+                   ".torchscript.pt)")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("methods", help="list registered methods and their hyperparameters")
     p.set_defaults(func=cmd_methods)

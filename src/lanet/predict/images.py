@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -128,6 +129,18 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV, RGBX
 
 
+@contextmanager
+def _own_pixel_limit() -> Iterator[None]:
+    """Switch off Pillow's decompression-bomb check while a header is read: :func:`open_image` applies its own
+    ``max_pixels`` to the size in the header, before any pixel is decoded."""
+    saved = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
+
+
 def open_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Image.Image:
     """Decode an image file to an upright RGB ``PIL.Image``.
 
@@ -135,7 +148,7 @@ def open_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Image.I
         LanetError: missing, unreadable, corrupt or not an image; larger than ``max_pixels``.
     """
     try:
-        with Image.open(path) as img:
+        with _own_pixel_limit(), Image.open(path) as img:
             w, h = img.size
             if w * h > max_pixels:
                 raise LanetError(f"{path}: image is {w} x {h} = {w * h / 1e6:.0f} megapixels, above the limit of "

@@ -41,6 +41,7 @@ class _Item:
     time: float | None = None
     image: Image.Image | None = None
     error: str | None = None
+    size: tuple[int, int] | None = None  # width, height (kept when the image is released)
     detections: list[Detection] = field(default_factory=list)
     crop_boxes: list[tuple[float, float, float, float]] = field(default_factory=list)
 
@@ -123,7 +124,7 @@ class Predictor:
         """Class probabilities (``N x K`` float64) for ``N x S x S x C`` uint8 crops at ``source_size``."""
         out = []
         for a in range(0, len(crops), self.batch_size):
-            x, _ = self._aug.eval(torch.from_numpy(np.ascontiguousarray(crops[a:a + self.batch_size])))
+            x, _ = self._aug.eval(torch.from_numpy(np.require(crops[a:a + self.batch_size], requirements=["C", "W"])))
             logits = torch.from_numpy(self._backend(x)).double()
             out.append(torch.softmax(logits, 1).numpy())
         return np.concatenate(out) if out else np.zeros((0, len(self.class_names)))
@@ -210,6 +211,7 @@ class Predictor:
     def _detect_and_crop(self, item: _Item, det: FaceDetector, crops: list[np.ndarray]) -> None:
         img = item.image
         assert img is not None
+        item.size = img.size
         item.detections = det(img)
         if det.kind == "none":
             item.crop_boxes = [d.box for d in item.detections]
@@ -230,11 +232,11 @@ class Predictor:
             if item.error is not None:
                 recs.append(self.record(base, "error", error=item.error))
             elif not item.detections:
-                recs.append(self.record(base, "no_face", size=item.image.size if item.image else None))
+                recs.append(self.record(base, "no_face", size=item.size))
             else:
                 for i, (d, cb) in enumerate(zip(item.detections, item.crop_boxes)):
                     recs.append(self.record(base, "ok", face=i, det=d, crop=cb, probs=probs[k],
-                                            size=item.image.size if item.image else None))
+                                            size=item.size))
                     k += 1
             if on_image is not None:
                 on_image(item.image, recs, item.source)
