@@ -1,0 +1,711 @@
+"""``lanet report RUN_DIR... --out DIR``: what training did, as PNG figures on one self-contained HTML page.
+
+Per run (everything computed from the run directory and the dataset its ``config.yaml`` names):
+
+* training curves: every loss term, validation and test accuracy per epoch with the run's peak and, where a
+  baseline (CE) run with the same labels is in the report, the baseline's peak; LA-Net's label-correction
+  diagnostics where the run logged them;
+* the confusion matrix and per-class accuracy of the analysed classifier on the test split;
+* t-SNE of the test features (the input of the classifier's last layer) coloured by class (LA-Net Fig. 3);
+* per-sample cross-entropy of the training images against their given labels, clean and flipped apart,
+  from the noise record (LA-Net Fig. 4);
+* learned label distributions against the human votes for sample training images (LA-Net Fig. 5);
+* Grad-CAM maps of sample test images on the classifier's last stage (LA-Net Fig. 6).
+
+With several runs, a comparison comes first: accuracy curves overlaid, an accuracy table and, for runs on
+the same data, Grad-CAM of the same test images side by side. A figure that cannot be made for a run (no
+votes, no label distributions, no noise, no exported model yet) is left out with a sentence saying why.
+
+The page references its PNGs by relative path and loads nothing else (no scripts, no network), so the
+folder can be copied or attached as it is. Needs the ``report`` extra (matplotlib, scikit-learn).
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import sys
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .audit import auroc, label_scores
+from .classes import CLASSES, SHORT
+from .errors import LanetError
+from .fileutil import atomic_open
+from .rundata import RunData, TrainingLabels, cross_entropy, open_run, predict, softmax
+
+DPI = 80
+_LOSS_SKIP = ("train_images_per_second", "train_seconds")
+_DIAGNOSTICS = {  # LA-Net's per-epoch label-correction diagnostics (lanet.methods.lanet) -> legend text
+    "target_corrects_flipped": "flipped label: target argmax = clean label",
+    "target_moves_clean": "clean label: target argmax moved away",
+    "pseudo_corrects_flipped": "flipped label: pseudo-label = clean label",
+    "pseudo_moves_clean": "clean label: pseudo-label moved away",
+    "positive_pair_precision": "EL positive pairs sharing the clean label",
+}
+
+
+@dataclass
+class Figure:
+    file: str  # relative to the report folder
+    title: str
+    caption: str
+
+
+@dataclass
+class Skipped:
+    title: str
+    why: str
+
+
+@dataclass
+class Analysis:
+    """One run and what the report computed from it."""
+
+    run: RunData
+    slug: str
+    model_note: str = ""
+    has_model: bool = False
+    test_idx: np.ndarray | None = None
+    test_logits: np.ndarray | None = None
+    test_features: np.ndarray | None = None
+    labels: TrainingLabels | None = None
+    train_logits: np.ndarray | None = None
+    distributions: np.ndarray | None = None
+    distributions_note: str = ""
+    audit_auroc: float | None = None
+    audit_source: str = ""
+    data_error: str = ""
+    items: list[Figure | Skipped] = field(default_factory=list)
+    net: Any = None
+
+
+@dataclass
+class ReportResult:
+    index: Path
+    figures: list[Path]
+    skipped: list[tuple[str, str, str]]  # (run, figure, why)
+
+
+def _plt() -> Any:
+    try:
+        import matplotlib
+    except ModuleNotFoundError as exc:
+        raise LanetError("lanet report needs matplotlib and scikit-learn: pip install 'lanet[report]'") from exc
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, out: Path, rel: str) -> Path:
+    path = out / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_open(path, "wb") as fh:
+        fig.savefig(fh, format="png", dpi=DPI, bbox_inches="tight", pil_kwargs={"optimize": True})
+    _plt().close(fig)
+    return path
+
+
+def _log(msg: str, progress: bool) -> None:
+    if progress:
+        print(f"report: {msg}", file=sys.stderr, flush=True)
+
+
+def _slugs(runs: list[RunData]) -> list[str]:
+    seen: dict[str, int] = {}
+    out = []
+    for r in runs:
+        base = re.sub(r"[^A-Za-z0-9._-]+", "_", r.name).strip("._") or "run"
+        seen[base] = seen.get(base, 0) + 1
+        out.append(base if seen[base] == 1 else f"{base}-{seen[base]}")
+    return out
+
+
+def _short(names: tuple[str, ...] | list[str]) -> list[str]:
+    return [SHORT[CLASSES.index(n)] if n in CLASSES else n[:2] for n in names]
+
+
+def peak(history: list[dict[str, Any]], key: str = "test_accuracy") -> tuple[float, int] | None:
+    """(best value, 1-based epoch: the earliest at ties) of ``key`` over the epochs, or None."""
+    vals = [(h[key], i + 1) for i, h in enumerate(history) if isinstance(h.get(key), (int, float))]
+    if not vals:
+        return None
+    best = max(v for v, _ in vals)
+    return best, min(e for v, e in vals if v == best)
+
+
+def _same_labels(a: RunData, b: RunData) -> bool:
+    na, nb = a.cfg.noise, b.cfg.noise
+    return (json_key(a.cfg.to_dict()["data"]) == json_key(b.cfg.to_dict()["data"]) and na.type == nb.type
+            and (na.type in ("none", "annotator") or na.rate == nb.rate)
+            and (na.seed if na.seed >= 0 else a.cfg.train.seed) == (nb.seed if nb.seed >= 0 else b.cfg.train.seed))
+
+
+def json_key(d: dict[str, Any]) -> str:
+    import json
+
+    return json.dumps({k: v for k, v in d.items() if k not in ("root", "cache_dir")}, sort_keys=True)
+
+
+# ---------------------------------------------------------------------------------------------- analysis
+def analyse(run: RunData, slug: str, *, model: str, device: Any, batch_size: int, progress: bool) -> Analysis:
+    """Load the run's dataset, labels and classifier and predict what the figures need: test logits and features,
+    and the training images' logits where the run has a noise record. A dataset that cannot be loaded leaves
+    only the curves (the reason is kept for the other figures)."""
+    from .rundata import eval_transform
+
+    a = Analysis(run, slug)
+    try:
+        fs = run.faceset
+        a.labels = run.training_labels()
+        a.distributions, a.distributions_note = run.label_distributions()
+    except LanetError as exc:
+        a.data_error = f"the run's dataset could not be read ({exc})"
+        a.model_note = a.data_error
+        return a
+    if a.labels.has_noise and a.distributions is not None:
+        a.audit_auroc = auroc(label_scores(a.distributions, a.labels.given).score, a.labels.flipped)
+        a.audit_source = "learned distributions"
+    net, _, a.model_note = run.load_model(model, device)
+    if net is None:
+        return a
+    tf = eval_transform(run)
+    a.has_model, a.net = True, net
+    a.test_idx = fs.indices("test")
+    _log(f"{run.name}: {len(a.test_idx)} test images through {a.model_note.split(' (')[0]}", progress)
+    a.test_logits, a.test_features = predict(net, fs.images[a.test_idx], tf, batch_size, device)
+    if a.labels.has_noise:
+        _log(f"{run.name}: {len(a.labels.index)} training images (per-sample losses)", progress)
+        a.train_logits, _ = predict(net, fs.images[a.labels.index], tf, batch_size, device, features=False)
+        if a.distributions is None:
+            a.audit_auroc = auroc(label_scores(softmax(a.train_logits), a.labels.given).score, a.labels.flipped)
+            a.audit_source = "model predictions (in-sample)"
+    return a
+
+
+# ---------------------------------------------------------------------------------------------- figures
+def fig_curves(a: Analysis, baseline: Analysis | None, out: Path) -> Figure | Skipped:
+    title = "Training curves"
+    h = a.run.history
+    if not h:
+        return Skipped(title, "metrics.jsonl holds no finished epoch yet")
+    plt = _plt()
+    epochs = np.arange(1, len(h) + 1)
+    diag = [k for k in _DIAGNOSTICS if any(k in line for line in h)]
+    n = 3 if diag else 2
+    fig, axes = plt.subplots(1, n, figsize=(4.6 * n, 3.4))
+    loss_keys = loss_terms(h[0])
+    ax = axes[0]
+    for k in loss_keys:
+        ax.plot(epochs, [line.get(k, np.nan) for line in h], marker="o", ms=3, label=k[len("train_"):])
+    vals = np.array([line.get(k, np.nan) for line in h for k in loss_keys], dtype=float)
+    vals = vals[np.isfinite(vals)]
+    if len(vals) and vals.min() > 0 and vals.max() / vals.min() > 20:
+        ax.set_yscale("log")
+    ax.set(xlabel="epoch", ylabel="training loss (epoch mean)", title="loss terms")
+    ax.legend(fontsize=7)
+    ax = axes[1]
+    for key, label in (("val_accuracy", "validation"), ("test_accuracy", "test")):
+        if any(key in line for line in h):
+            ax.plot(epochs, [100 * line.get(key, np.nan) for line in h], marker="o", ms=3, label=label)
+    notes = []
+    pk = peak(h)
+    if pk:
+        ax.plot(pk[1], 100 * pk[0], marker="*", ms=12, color="crimson", ls="none",
+                label=f"peak {100 * pk[0]:.1f}% @ {pk[1]}" + (" (CE)" if a.run.method == "baseline" else ""))
+        notes.append(f"peak test accuracy {100 * pk[0]:.2f}% at epoch {pk[1]}")
+    vpk = peak(h, "val_accuracy")
+    if vpk:
+        ax.axvline(vpk[1], color="grey", ls=":", lw=1, label=f"val-selected epoch {vpk[1]}")
+    if baseline is not None and baseline is not a:
+        bpk = peak(baseline.run.history)
+        if bpk:
+            ax.axhline(100 * bpk[0], color="black", ls="--", lw=1,
+                       label=f"baseline (CE) peak {100 * bpk[0]:.1f}% @ {bpk[1]}")
+            notes.append(f"the dashed line is the peak of the baseline (CE) run {baseline.run.name} trained on the "
+                         f"same labels ({100 * bpk[0]:.2f}% at epoch {bpk[1]})")
+    ax.set(xlabel="epoch", ylabel="accuracy (%)", title="validation and test accuracy")
+    ax.legend(fontsize=7)
+    if diag:
+        ax = axes[2]
+        for k in diag:
+            ax.plot(epochs, [100 * line.get(k, np.nan) for line in h], marker="o", ms=3, label=_DIAGNOSTICS[k])
+        ax.set(xlabel="epoch", ylabel="%", title="LA-Net label correction", ylim=(-2, 102))
+        ax.legend(fontsize=6)
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        if len(h) < 12:
+            ax.set_xticks(epochs)
+    fig.tight_layout()
+    rel = f"{a.slug}/curves.png"
+    _save(fig, out, rel)
+    cap = (f"Epoch means of every loss term (metrics.jsonl); validation and test accuracy per epoch: "
+           f"{'; '.join(notes)}. The peak is chosen on test, so it is a memorisation diagnostic (a final far "
+           "below it means the labels were memorised), never a result.")
+    if diag:
+        cap += (" Right: LA-Net's label-correction diagnostics over the images seen each epoch (they use the "
+                "clean labels, which training never does).")
+    return Figure(rel, title, cap)
+
+
+def loss_terms(line: dict[str, Any]) -> list[str]:
+    """The loss keys of a metrics line: the trainer writes the epoch means of the method's logged losses
+    (``train_*``) before ``train_images_per_second``; method diagnostics come after it."""
+    keys = list(line)
+    end = keys.index("train_images_per_second") if "train_images_per_second" in keys else len(keys)
+    return [k for k in keys[:end] if k.startswith("train_") and k not in _LOSS_SKIP]
+
+
+def _confusion(a: Analysis) -> np.ndarray:
+    from .train.metrics import confusion_matrix
+
+    fs = a.run.faceset
+    return confusion_matrix(fs.labels[a.test_idx], a.test_logits.argmax(1), fs.num_classes)
+
+
+def fig_confusion(a: Analysis, out: Path) -> Figure | Skipped:
+    title = "Confusion matrix and per-class accuracy"
+    if not a.has_model:
+        return Skipped(title, a.model_note)
+    plt = _plt()
+    fs = a.run.faceset
+    cm = _confusion(a)
+    names = list(fs.class_names)
+    support = cm.sum(1)
+    rate = cm / np.maximum(support[:, None], 1)
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(10, 4.2), gridspec_kw={"width_ratios": [1.15, 1]})
+    im = ax.imshow(rate, cmap="Blues", vmin=0, vmax=1)
+    c = len(names)
+    for i in range(c):
+        for j in range(c):
+            if cm[i, j]:
+                ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7,
+                        color="white" if rate[i, j] > 0.55 else "black")
+    ax.set_xticks(range(c), _short(names))
+    ax.set_yticks(range(c), names, fontsize=8)
+    ax.set(xlabel="predicted", ylabel="true", title="test confusion (colour: row share, text: count)")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    acc = np.where(support > 0, np.diag(cm) / np.maximum(support, 1), np.nan)
+    bx.barh(range(c), 100 * np.nan_to_num(acc), color="tab:blue")
+    for i in range(c):
+        bx.text(1, i, f"{'–' if np.isnan(acc[i]) else f'{100 * acc[i]:.1f}%'}  (n={support[i]})", va="center",
+                fontsize=7, color="black")
+    bx.set_yticks(range(c), names, fontsize=8)
+    bx.invert_yaxis()
+    total = float(np.trace(cm) / max(cm.sum(), 1))
+    present = acc[~np.isnan(acc)]
+    bx.set(xlim=(0, 100), xlabel="accuracy (%)",
+           title=f"per class: overall {100 * total:.1f}%, mean class {100 * float(present.mean()):.1f}%")
+    bx.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    rel = f"{a.slug}/confusion.png"
+    _save(fig, out, rel)
+    return Figure(rel, title, f"{len(a.test_idx)} test images, {a.model_note}. Rows are the dataset's labels.")
+
+
+def fig_tsne(a: Analysis, out: Path, points: int, seed: int) -> Figure | Skipped:
+    title = "t-SNE of the test features"
+    if not a.has_model:
+        return Skipped(title, a.model_note)
+    n = len(a.test_idx)
+    if n < 20:
+        return Skipped(title, f"only {n} test images (t-SNE needs at least 20)")
+    from sklearn.manifold import TSNE
+
+    plt = _plt()
+    fs = a.run.faceset
+    rng = np.random.default_rng(seed)
+    pick = np.sort(rng.choice(n, size=min(points, n), replace=False))
+    feats = a.test_features[pick].astype(np.float64)
+    perplexity = float(min(30.0, max(5.0, (len(pick) - 1) / 3.0)))
+    emb = TSNE(n_components=2, perplexity=perplexity, init="pca", learning_rate="auto",
+               random_state=seed).fit_transform(feats)
+    true = fs.labels[a.test_idx][pick]
+    wrong = a.test_logits[pick].argmax(1) != true
+    fig, ax = plt.subplots(figsize=(6.2, 5))
+    cmap = plt.get_cmap("tab10")
+    for k, name in enumerate(fs.class_names):
+        m = true == k
+        if m.any():
+            ax.scatter(emb[m, 0], emb[m, 1], s=6, color=cmap(k), label=f"{name} ({int(m.sum())})", alpha=0.75,
+                       linewidths=0)
+    ax.scatter(emb[wrong, 0], emb[wrong, 1], s=14, facecolors="none", edgecolors="black", linewidths=0.4,
+               label=f"misclassified ({int(wrong.sum())})")
+    ax.set(xticks=[], yticks=[], title=f"t-SNE of {len(pick)} test features (perplexity {perplexity:.0f})")
+    ax.legend(fontsize=7, markerscale=2, loc="center left", bbox_to_anchor=(1, 0.5))
+    fig.tight_layout()
+    rel = f"{a.slug}/tsne.png"
+    _save(fig, out, rel)
+    sub = f"a seeded random {len(pick)} of the {n}" if len(pick) < n else f"all {n}"
+    return Figure(rel, title, f"The features entering the classifier's last layer for {sub} test images "
+                  f"(seed {seed}), embedded with t-SNE (PCA initialisation), coloured by the dataset's label; black "
+                  "rings mark misclassified images. Clean, well-separated clusters mean the features did not absorb "
+                  "the noisy labels (LA-Net Fig. 3).")
+
+
+def fig_loss_hist(a: Analysis, out: Path) -> Figure | Skipped:
+    title = "Per-sample training loss, clean vs flipped labels"
+    if a.data_error:
+        return Skipped(title, a.data_error)
+    if not a.labels.has_noise:
+        kind = a.run.cfg.noise.type
+        return Skipped(title, "the run was trained on the dataset's own labels (noise none): there are no flipped "
+                       "labels to compare" if kind == "none" else f"the {kind} noise record changed no training label")
+    if not a.has_model:
+        return Skipped(title, a.model_note)
+    plt = _plt()
+    lab = a.labels
+    ce = cross_entropy(a.train_logits, lab.given)
+    lo, hi = float(ce.min()), float(np.quantile(ce, 0.995))
+    bins = np.linspace(lo, max(hi, lo + 1e-3), 41)
+    fig, ax = plt.subplots(figsize=(6.2, 3.6))
+    for mask, label, color in ((~lab.flipped, "clean labels", "tab:green"), (lab.flipped, "flipped labels", "tab:red")):
+        ax.hist(np.clip(ce[mask], lo, bins[-1]), bins=bins, density=True, alpha=0.55, color=color,
+                label=f"{label} (n={int(mask.sum())}, median {np.median(ce[mask]):.2f})")
+    loss_auroc = auroc(ce, lab.flipped)
+    ax.set(xlabel="cross-entropy against the given label", ylabel="density",
+           title=f"{a.run.noise_text}: loss separates flipped labels with AUROC "
+                 f"{'n/a' if loss_auroc is None else f'{loss_auroc:.3f}'}")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    rel = f"{a.slug}/loss_hist.png"
+    _save(fig, out, rel)
+    cap = (f"Cross-entropy of {a.model_note} on each of the {len(ce)} training images (no augmentation) against the "
+           f"label it was trained with; flipped: the {int(lab.flipped.sum())} labels the noise record "
+           "(noise_changes.csv) says were changed. A model that memorised the noise gives flipped labels small "
+           "losses too (LA-Net Fig. 4); values above the 99.5th percentile are drawn in the last bin.")
+    if a.audit_auroc is not None:
+        cap += f" lanet audit's score ({a.audit_source}) finds the flipped labels with AUROC {a.audit_auroc:.3f}."
+    return Figure(rel, title, cap)
+
+
+def _show(ax: Any, img: np.ndarray) -> None:
+    if img.shape[-1] == 1:
+        ax.imshow(img[..., 0], cmap="gray", vmin=0, vmax=255)
+    else:
+        ax.imshow(img)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def fig_distributions(a: Analysis, out: Path, samples: int, seed: int) -> Figure | Skipped:
+    title = "Learned label distributions vs human votes"
+    if a.data_error:
+        return Skipped(title, a.data_error)
+    if a.distributions is None:
+        return Skipped(title, a.distributions_note)
+    fs = a.run.faceset
+    if fs.votes is None:
+        return Skipped(title, f"dataset {fs.name} has no annotator votes to compare with")
+    plt = _plt()
+    lab = a.labels
+    votes = fs.votes[lab.index]
+    has = votes.sum(1) > 0
+    rng = np.random.default_rng(seed)
+    flipped = np.flatnonzero(lab.flipped & has)
+    others = np.flatnonzero(~lab.flipped & has)
+    k_flip = min(len(flipped), samples // 2)
+    picks = np.concatenate([rng.choice(flipped, k_flip, replace=False) if k_flip else np.zeros(0, int),
+                            rng.choice(others, min(len(others), samples - k_flip), replace=False)]).astype(int)
+    if not len(picks):
+        return Skipped(title, "no training image has votes")
+    human = votes[picks] / votes[picks].sum(1, keepdims=True)
+    names = list(fs.class_names)
+    c = len(names)
+    fig, axes = plt.subplots(len(picks), 2, figsize=(7.2, 1.35 * len(picks)),
+                             gridspec_kw={"width_ratios": [1, 4.5]}, squeeze=False)
+    x = np.arange(c)
+    for r, i in enumerate(picks):
+        _show(axes[r, 0], fs.images[lab.index[i]])
+        ax = axes[r, 1]
+        ax.bar(x - 0.2, human[r], 0.4, color="tab:grey", label="human votes")
+        ax.bar(x + 0.2, a.distributions[i], 0.4, color="tab:blue", label="learned")
+        ax.set_ylim(0, 1)
+        ax.set_xticks(x, _short(names) if r < len(picks) - 1 else names, fontsize=7)
+        ax.tick_params(axis="y", labelsize=6)
+        g = lab.given[i]
+        ax.get_xticklabels()[g].set_color("red")
+        text = f"given {names[g]}"
+        if lab.flipped[i]:
+            text += f" (noise: was {names[lab.clean[i]]})"
+        ax.set_title(text, fontsize=8, loc="left")
+        if r == 0:
+            ax.legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    rel = f"{a.slug}/distributions.png"
+    _save(fig, out, rel)
+    return Figure(rel, title, f"{len(picks)} training images (seed {seed}: {k_flip} whose label the noise flipped, "
+                  "the rest at random): the share of annotators who chose each class (grey) and the label "
+                  "distribution LA-Net learned for the image (blue, label_distributions.npz); the given label is red "
+                  "on the axis (LA-Net Fig. 5).")
+
+
+def _cam_samples(fs: Any, test_idx: np.ndarray, samples: int, seed: int) -> np.ndarray:
+    """One seeded random test image per class present (up to ``samples``), in class order."""
+    rng = np.random.default_rng(seed)
+    labels = fs.labels[test_idx]
+    picks = [int(rng.choice(test_idx[labels == k])) for k in range(fs.num_classes) if (labels == k).any()]
+    return np.array(picks[:samples], dtype=np.int64)
+
+
+def _cams(a: Analysis, idx: np.ndarray, layer: str, device: Any) -> tuple[np.ndarray, np.ndarray]:
+    import torch
+
+    from .gradcam import grad_cam
+    from .rundata import eval_transform
+
+    x, _ = eval_transform(a.run).eval(torch.from_numpy(a.run.faceset.images[idx]))
+    cams, logits = grad_cam(a.net, x.to(device), layer)
+    return cams.cpu().numpy(), logits.argmax(1).cpu().numpy()
+
+
+def stage_size(net: Any, layer: str, channels: int, size: int, device: Any) -> tuple[int, int]:
+    """The spatial size of ``layer``'s output for a ``size`` px input."""
+    import torch
+
+    from .gradcam import find_layer
+
+    shape: list[int] = []
+    hook = find_layer(net, layer).register_forward_hook(lambda m, i, o: shape.extend(o.shape[-2:]))
+    try:
+        with torch.no_grad():
+            net(torch.zeros(1, channels, size, size, device=device))
+    finally:
+        hook.remove()
+    return int(shape[0]), int(shape[1])
+
+
+def fig_gradcam(group: list[Analysis], out: Path, rel: str, samples: int, seed: int, layer: str,
+                device: Any) -> Figure | Skipped:
+    title = "Grad-CAM of sample test images" if len(group) == 1 else "Grad-CAM side by side"
+    missing = [a for a in group if not a.has_model]
+    if missing:
+        return Skipped(title, f"{missing[0].run.name}: {missing[0].model_note}")
+    plt = _plt()
+    fs = group[0].run.faceset
+    idx = _cam_samples(fs, group[0].test_idx, samples, seed)
+    maps = [_cams(a, idx, layer, device) for a in group]
+    rows, cols = 1 + len(group), len(idx)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.45 * cols, 1.6 * rows), squeeze=False)
+    names = fs.class_names
+    for j, i in enumerate(idx):
+        img = fs.images[i]
+        h, w = img.shape[:2]
+        _show(axes[0, j], img)
+        axes[0, j].set_title(f"true {names[fs.labels[i]]}", fontsize=7)
+        for r, (cams, pred) in enumerate(maps, 1):
+            ax = axes[r, j]
+            _show(ax, img)
+            ax.imshow(cams[j], cmap="jet", alpha=0.45, vmin=0, vmax=1, extent=(-0.5, w - 0.5, h - 0.5, -0.5))
+            ok = pred[j] == fs.labels[i]
+            ax.set_title(f"pred {names[pred[j]]}", fontsize=7, color="black" if ok else "red")
+            if j == 0:
+                ax.set_ylabel(group[r - 1].run.name if len(group) > 1 else "Grad-CAM", fontsize=6)
+    fig.tight_layout()
+    _save(fig, out, rel)
+    size = group[0].run.cfg.data.image_size
+    hs, ws = stage_size(group[0].net, layer, fs.channels, size, device)
+    who = "" if len(group) == 1 else " Rows: " + "; ".join(f"{a.run.name} ({a.model_note.split(' (')[0]})"
+                                                            for a in group) + "."
+    return Figure(rel, title, f"Grad-CAM (Selvaraju et al. 2017) of the predicted class on {layer}, whose map is "
+                  f"{hs} x {ws} at the {size} px input (upsampled for display), for one seeded random test image per "
+                  f"class (seed {seed}); a red title marks a wrong prediction (LA-Net Fig. 6).{who}")
+
+
+def fig_compare_curves(group: list[Analysis], out: Path) -> Figure | Skipped:
+    title = "Accuracy per epoch, all runs"
+    runs = [a for a in group if a.run.history]
+    if not runs:
+        return Skipped(title, "no run has finished an epoch yet")
+    plt = _plt()
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.6))
+    cmap = plt.get_cmap("tab10")
+    for k, a in enumerate(runs):
+        h = a.run.history
+        e = np.arange(1, len(h) + 1)
+        col = cmap(k % 10)
+        for ax, key, scale in ((axes[0], "test_accuracy", 100), (axes[1], "val_accuracy", 100),
+                               (axes[2], "train_ce", 1)):
+            if any(key in line for line in h):
+                ax.plot(e, [scale * line.get(key, np.nan) for line in h], marker="o", ms=3, color=col,
+                        label=a.run.name)
+        pk = peak(h)
+        if pk:
+            axes[0].plot(pk[1], 100 * pk[0], marker="*", ms=11, color=col, ls="none")
+    axes[0].set(xlabel="epoch", ylabel="%", title="test accuracy (star: peak)")
+    axes[1].set(xlabel="epoch", ylabel="%", title="validation accuracy")
+    axes[2].set(xlabel="epoch", ylabel="loss", title="training cross-entropy on the given labels")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    rel = "compare/curves.png"
+    _save(fig, out, rel)
+    return Figure(rel, title, "Every run's test and validation accuracy and training cross-entropy per epoch, "
+                  "overlaid; stars mark each run's peak test accuracy (a memorisation diagnostic).")
+
+
+# ---------------------------------------------------------------------------------------------- HTML
+_CSS = """
+body { font: 15px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1180px; padding: 0 1em; color: #222; }
+h1 { margin-bottom: 0.2em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: 0.2em; margin-top: 2em; }
+figure { margin: 1.2em 0; } figure img { max-width: 100%; border: 1px solid #eee; }
+figcaption { font-size: 0.88em; color: #444; max-width: 980px; }
+table { border-collapse: collapse; font-size: 0.88em; margin: 0.8em 0; }
+th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: right; } th { background: #f4f4f4; }
+td:first-child, th:first-child { text-align: left; }
+.skipped { color: #7a5200; background: #fff8e6; border-left: 3px solid #e0a800; padding: 0.4em 0.8em; }
+.meta { color: #666; font-size: 0.85em; } code { font-size: 0.92em; }
+"""
+
+
+def _pct(x: Any) -> str:
+    return "–" if not isinstance(x, (int, float)) or x is None else f"{100 * x:.2f}"
+
+
+def summary_rows(group: list[Analysis]) -> list[dict[str, Any]]:
+    """The accuracy table's rows, from each run's metrics and summary."""
+    rows = []
+    for a in group:
+        r, h, s = a.run, a.run.history, a.run.summary or {}
+        final = h[-1] if h else {}
+        vpk, pk = peak(h, "val_accuracy"), peak(h)
+        realised = s.get("realised_noise_rate", (r.noise or {}).get("realised_rate"))
+        rows.append({
+            "run": r.name, "method": r.method, "labels": r.noise_text, "realised_noise": realised,
+            "epochs": f"{len(h)}/{r.cfg.train.epochs}", "final": final.get("test_accuracy"),
+            "val_selected": None if vpk is None else h[vpk[1] - 1].get("test_accuracy"),
+            "val_epoch": None if vpk is None else vpk[1], "peak": None if pk is None else pk[0],
+            "peak_epoch": None if pk is None else pk[1], "mean_class": final.get("test_mean_class_accuracy"),
+            "audit_auroc": a.audit_auroc, "audit_source": a.audit_source,
+            "train_minutes": sum(line.get("train_seconds", 0.0) for line in h) / 60.0,
+        })
+    return rows
+
+
+def _table(group: list[Analysis]) -> str:
+    head = ("<tr><th>run</th><th>method</th><th>training labels</th><th>realised noise</th><th>epochs</th>"
+            "<th>final test (%)</th><th>val-selected test (%)</th><th>peak test (%) @ epoch</th>"
+            "<th>mean class (%)</th><th>audit AUROC (flipped)</th><th>training (min)</th></tr>")
+    body = []
+    for r in summary_rows(group):
+        sel = "–" if r["val_selected"] is None else f"{_pct(r['val_selected'])} @ {r['val_epoch']}"
+        pk = "–" if r["peak"] is None else f"{_pct(r['peak'])} @ {r['peak_epoch']}"
+        au = "–" if r["audit_auroc"] is None else f"{r['audit_auroc']:.3f} ({html.escape(r['audit_source'])})"
+        noise = "–" if r["realised_noise"] is None else f"{100 * r['realised_noise']:.1f}%"
+        cells = [html.escape(r["run"]), html.escape(r["method"]), html.escape(r["labels"]), noise, r["epochs"],
+                 _pct(r["final"]), sel, pk, _pct(r["mean_class"]), au, f"{r['train_minutes']:.1f}"]
+        body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    note = ("<p class=\"meta\">final: after the last finished epoch; val-selected: at the epoch with the best "
+            "validation accuracy; peak: the best test accuracy over epochs (chosen on test: a memorisation "
+            "diagnostic only); "
+            "audit AUROC: how well <code>lanet audit</code>'s score (1 − p(given label)) separates the labels the "
+            "noise flipped from the others (0.5 = chance).</p>")
+    return f"<table>{head}{''.join(body)}</table>{note}"
+
+
+def _items_html(items: list[Figure | Skipped]) -> str:
+    parts = []
+    for it in items:
+        if isinstance(it, Figure):
+            parts.append(f"<figure><img src=\"{html.escape(it.file)}\" alt=\"{html.escape(it.title)}\">"
+                         f"<figcaption><b>{html.escape(it.title)}.</b> {html.escape(it.caption)}</figcaption></figure>")
+        else:
+            parts.append(f"<p class=\"skipped\"><b>{html.escape(it.title)}</b>: not shown: {html.escape(it.why)}.</p>")
+    return "\n".join(parts)
+
+
+def _run_facts(a: Analysis) -> str:
+    r, s = a.run, a.run.summary
+    fs_name = r.cfg.data.name
+    state = "finished" if s else f"not finished ({len(r.history)} of {r.cfg.train.epochs} epochs so far)"
+    text = (f"<code>{html.escape(str(r.path))}</code>: method <b>{html.escape(r.method)}</b> on "
+            f"{html.escape(fs_name)}, {html.escape(r.noise_text)}, {r.cfg.model.arch} width {r.cfg.model.width} at "
+            f"{r.cfg.data.image_size} px, seed {r.cfg.train.seed}; {state}.")
+    if a.has_model:
+        text += f" Figures from the test split use {html.escape(a.model_note)}."
+    return f"<p>{text}</p>"
+
+
+def render_html(groups: list[Analysis], compare: list[Figure | Skipped], title: str) -> str:
+    from . import __version__
+
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    toc = []
+    body = []
+    if len(groups) > 1:
+        toc.append("<li><a href=\"#compare\">Comparison</a></li>")
+        body.append(f"<section id=\"compare\"><h2>Comparison</h2>{_table(groups)}{_items_html(compare)}</section>")
+    for a in groups:
+        toc.append(f"<li><a href=\"#run-{html.escape(a.slug)}\">{html.escape(a.run.name)}</a></li>")
+        table = _table([a]) if len(groups) == 1 else ""
+        body.append(f"<section id=\"run-{html.escape(a.slug)}\"><h2>{html.escape(a.run.name)}</h2>{_run_facts(a)}"
+                    f"{table}{_items_html(a.items)}</section>")
+    return (f"<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
+            f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><style>{_CSS}</style></head>\n"
+            f"<body><h1>{html.escape(title)}</h1><p class=\"meta\">Made by lanet {__version__} on {now} from "
+            f"{len(groups)} run director{'y' if len(groups) == 1 else 'ies'}; every number and figure is computed "
+            f"from the run directories and their datasets.</p><ul>{''.join(toc)}</ul>\n" + "\n".join(body)
+            + "\n</body></html>\n")
+
+
+# ---------------------------------------------------------------------------------------------- entry point
+def make_report(run_dirs: list[str | Path], out: str | Path, *, root: str = "", model: str = "auto",
+                device: str = "auto", batch_size: int = 256, tsne_points: int = 2000, samples: int = 8,
+                seed: int = 0, cam_layer: str = "layer4", title: str = "", progress: bool = True) -> ReportResult:
+    """Write ``out/index.html`` and its PNGs for ``run_dirs`` (see the module docstring)."""
+    from .train.trainer import resolve_device
+
+    if not run_dirs:
+        raise LanetError("give at least one run directory")
+    for key, value, lo in (("--batch-size", batch_size, 1), ("--tsne-points", tsne_points, 20),
+                           ("--samples", samples, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+            raise LanetError(f"{key} must be an integer >= {lo}, got {value!r}")
+    runs = [open_run(d, root=root) for d in run_dirs]  # every directory is checked before anything is computed
+    _plt()
+    try:
+        import sklearn  # noqa: F401
+    except ModuleNotFoundError as exc:
+        raise LanetError("lanet report needs matplotlib and scikit-learn: pip install 'lanet[report]'") from exc
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise LanetError(f"--out {out} is a file; give a folder for index.html and the figures")
+    dev = resolve_device(device)
+    groups = [analyse(r, s, model=model, device=dev, batch_size=batch_size, progress=progress)
+              for r, s in zip(runs, _slugs(runs))]
+    baselines = [a for a in groups if a.run.method == "baseline"]
+    for a in groups:
+        _log(f"{a.run.name}: figures", progress)
+        base = a if a.run.method == "baseline" else next((b for b in baselines if _same_labels(a.run, b.run)), None)
+        a.items.append(fig_curves(a, base, out))
+        a.items.append(fig_confusion(a, out))
+        a.items.append(fig_tsne(a, out, tsne_points, seed))
+        a.items.append(fig_loss_hist(a, out))
+        a.items.append(fig_distributions(a, out, samples, seed))
+        a.items.append(fig_gradcam([a], out, f"{a.slug}/gradcam.png", samples, seed, cam_layer, dev))
+    compare: list[Figure | Skipped] = []
+    if len(groups) > 1:
+        compare.append(fig_compare_curves(groups, out))
+        keys = {json_key(a.run.cfg.to_dict()["data"]) for a in groups}
+        if len(keys) > 1:
+            compare.append(Skipped("Grad-CAM side by side", "the runs were trained on different data"))
+        elif len(groups) > 6:
+            compare.append(Skipped("Grad-CAM side by side", f"{len(groups)} runs (at most 6 are drawn side by side)"))
+        else:
+            compare.append(fig_gradcam(groups, out, "compare/gradcam.png", samples, seed, cam_layer, dev))
+    page = render_html(groups, compare, title or "lanet report: " + ", ".join(a.run.name for a in groups))
+    index = out / "index.html"
+    with atomic_open(index, "w", encoding="utf-8") as fh:
+        fh.write(page)
+    figures = [out / it.file for a in groups for it in a.items if isinstance(it, Figure)]
+    figures += [out / it.file for it in compare if isinstance(it, Figure)]
+    skipped = [(a.run.name, it.title, it.why) for a in groups for it in a.items if isinstance(it, Skipped)]
+    skipped += [("comparison", it.title, it.why) for it in compare if isinstance(it, Skipped)]
+    return ReportResult(index, figures, skipped)
