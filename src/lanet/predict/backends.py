@@ -85,7 +85,11 @@ class TorchBackend(Backend):
         self.path, self.device = path, device
         if ts_meta is not None:
             self.name = "torchscript"
-            self.model = torch.jit.load(str(path), map_location=device).eval()
+            import warnings
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)  # torch >= 2.9 deprecates TorchScript
+                self.model = torch.jit.load(str(path), map_location=device).eval()
             self.meta = _check_meta(ts_meta, path)
         else:
             from ..models.io import load_classifier
