@@ -167,3 +167,54 @@ def test_audit_errors_are_one_line(runs, tmp_path, capsys):
     nomodel = copy_run(runs["baseline"], tmp_path / "nomodel", drop=("model_*.pt",))
     _one_line_error(capsys, ["audit", str(nomodel), "--out", str(tmp_path / "x.csv")], "no exported classifier")
     assert not (tmp_path / "x.csv").exists()
+
+
+# ---------------------------------------------------------------------------------------------- the benchmark
+def _audit_compare():
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    if "audit_compare" not in sys.modules:
+        path = Path(__file__).resolve().parents[1] / "benchmarks" / "audit_compare.py"
+        spec = importlib.util.spec_from_file_location("audit_compare", path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["audit_compare"] = module  # dataclasses look their module up there
+        spec.loader.exec_module(module)
+    return sys.modules["audit_compare"]
+
+
+def test_stratified_folds_deal_each_class_evenly():
+    ac = _audit_compare()
+    labels = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2])
+    fold = ac.stratified_folds(labels, 2, seed=0)
+    assert sorted(np.bincount(fold).tolist()) == [4, 5]
+    for c in range(3):
+        counts = np.bincount(fold[labels == c], minlength=2)
+        assert abs(int(counts[0]) - int(counts[1])) <= 1
+    np.testing.assert_array_equal(fold, ac.stratified_folds(labels, 2, seed=0))
+
+
+def test_audit_compare_smoke_and_resume(runs, tmp_path, capsys):
+    ac = _audit_compare()
+    argv = [str(runs["lanet"]), str(runs["baseline"]), "--folds", "2", "--work", str(tmp_path / "folds"),
+            "--out", str(tmp_path / "ac.json"), "--threads", "1", "--quiet", "--note", "test"]
+    assert ac.main(argv) == 0
+    assert "training on" in capsys.readouterr().err
+    result = json.loads((tmp_path / "ac.json").read_text())
+    assert result["note"] == "test" and result["machine"]["nproc"] >= 1 and result["folds"] == 2
+    (group,) = result["groups"]
+    assert group["labels"]["noise"] == "symmetric" and group["changed"] > 0
+    methods = {m["method"]: m for m in group["methods"]}
+    assert {"lanet_distributions", "small_loss", "kfold_self_confidence", "cleanlab"} <= set(methods)
+    for name in ("lanet_distributions", "small_loss", "kfold_self_confidence"):
+        m = methods[name]
+        assert 0 <= m["precision_at_100"] <= 1 and 0 <= m["auroc"] <= 1 and m["compute_seconds"] > 0
+        assert m["vote_share_given_top100"] is not None  # synthetic faces carry votes
+    # the LA-Net row is lanet audit's score
+    audit = audit_run(runs["lanet"])
+    assert methods["lanet_distributions"]["auroc"] == pytest.approx(audit.injected_noise_metrics()["auroc"])
+    # finished folds are not trained again
+    assert ac.main(argv) == 0
+    assert "training on" not in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "folds" / "baseline").iterdir()) == ["fold1of2", "fold2of2"]
