@@ -20,8 +20,8 @@ Boxes are ``(x0, y0, x1, y1)`` in continuous pixel coordinates of the original i
 ``[i, i + 1)``). Scores are dlib's: the HOG detector's SVM margin, the CNN detector's confidence.
 
 The two detectors place their boxes differently on the same face: the CNN box is smaller and sits higher.
-:data:`HOG_EQUIVALENT` maps a detector's box onto the box the HOG detector would draw (measured on 400 FERPlus
-test faces found by both detectors, see ``benchmarks/predict_speed.py --geometry``), so one crop geometry
+:data:`HOG_EQUIVALENT` maps a detector's box onto the box the HOG detector would draw (measured on FERPlus test
+faces found by both detectors, see ``benchmarks/predict_speed.py --geometry``), so one crop geometry
 (:mod:`lanet.predict.crop`) serves both.
 """
 
@@ -44,9 +44,9 @@ PAD = 0.25
 RETRY_SCALES = (8 / 7, 6 / 7)
 
 #: detector -> (side scale, centre shift x, centre shift y): the HOG-equivalent box of a detection has side
-#: ``scale * side`` and centre ``centre + shift * side`` (side = mean of width and height). Measured on 307
-#: FERPlus test faces that both detectors found: the HOG box is 1.09 times the CNN box and its centre
-#: 0.026 / 0.068 CNN sides to the right / lower (medians).
+#: ``scale * side`` and centre ``centre + shift * side`` (side = mean of width and height). Measured on the
+#: FERPlus test faces that both detectors found (166 of 200, ``benchmarks/predict_speed.py --geometry 200``): the
+#: HOG box is 1.09 times the CNN box and its centre 0.026 / 0.068 CNN sides to the right / lower (medians).
 HOG_EQUIVALENT: dict[str, tuple[float, float, float]] = {
     "hog": (1.0, 0.0, 0.0),
     "cnn": (1.09, 0.026, 0.068),
