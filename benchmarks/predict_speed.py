@@ -137,6 +137,7 @@ def evaluate_scenes(pred: Any, scenes: list[Image.Image], truth: list[list[dict[
     geoms = [default] + [g for g in sweep if g != default]
     tops_by: dict[tuple[float, float], dict[int, int]] = {g: {} for g in geoms}
     found: dict[int, int] = {}
+    exact: dict[int, int] = {}
     false_pos = 0
     for img, tr in zip(scenes, truth):
         dets = pred.detector(img)
@@ -150,6 +151,11 @@ def evaluate_scenes(pred: Any, scenes: list[Image.Image], truth: list[list[dict[
                                  pred.channels) for j in m.values()]
             for i, t in zip(m, pred.classify(np.stack(crops)).argmax(1)):
                 tops_by[g][i] = int(t)
+        # control: the exact pasted square, resampled to source_size (what resampling alone changes)
+        pasted = {t["index"]: t["box"] for t in tr}
+        crops = [crop_resize(img, pasted[i], pred.source_size, pred.channels) for i in m]
+        for i, t in zip(m, pred.classify(np.stack(crops)).argmax(1)):
+            exact[i] = int(t)
     tops = tops_by[default]
     sweep_tops = tops_by
     faces = [t for tr in truth for t in tr]
@@ -168,6 +174,7 @@ def evaluate_scenes(pred: Any, scenes: list[Image.Image], truth: list[list[dict[
         "faces": len(faces), "scenes": len(scenes), "detected": len(det_all),
         "detection_rate": len(det_all) / max(1, len(faces)), "false_detections": false_pos,
         "agreement_with_original_crops": float(np.mean([tops[i] == ref_top[i] for i in det_all])) if det_all else None,
+        "agreement_exact_pasted_square": float(np.mean([exact[i] == ref_top[i] for i in det_all])) if det_all else None,
         "per_scale_px": per_scale,
     }
     if labels is not None and det_all:
@@ -181,10 +188,12 @@ def evaluate_scenes(pred: Any, scenes: list[Image.Image], truth: list[list[dict[
     return out
 
 
-def time_pipeline(model: Path, backend_file: Path, scenes: list[Image.Image], batch: int, repeat: int) -> dict:
+def time_pipeline(model: Path, backend_file: Path, scenes: list[Image.Image], batch: int, repeat: int,
+                  threads: int) -> dict:
     from lanet.predict import Predictor
 
-    pred = Predictor(backend_file if backend_file.suffix == ".onnx" else model, batch_size=batch, device="cpu")
+    pred = Predictor(backend_file if backend_file.suffix == ".onnx" else model, batch_size=batch, device="cpu",
+                     threads=threads)
     pred.predict(scenes[:2])  # warm-up
     best = None
     faces = 0
@@ -204,6 +213,31 @@ def time_pipeline(model: Path, backend_file: Path, scenes: list[Image.Image], ba
     return {"backend": pred.backend, "batch_size": batch, "images": len(scenes), "faces": faces, "seconds": best,
             "images_per_second": len(scenes) / best, "faces_per_second": faces / best,
             "classification_only_faces_per_second": len(crops) / cls}
+
+
+def time_classification(model_file: Path, onnx_file: Path, n: int, repeat: int) -> list[dict[str, Any]]:
+    """Classifier alone on ``n`` crops: PyTorch and ONNX Runtime, batch 1 and 64, 1 and 2 threads."""
+    import torch
+
+    from lanet.predict import Predictor
+
+    crops = np.random.default_rng(0).integers(0, 256, (n, 48, 48, 1), dtype=np.uint8)
+    rows = []
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        for f in (model_file, onnx_file):
+            for batch in (1, 64):
+                pred = Predictor(f, detector="none", batch_size=batch, device="cpu", threads=threads)
+                pred.classify(crops[:batch])
+                best = None
+                for _ in range(repeat):
+                    t0 = time.perf_counter()
+                    pred.classify(crops)
+                    dt = time.perf_counter() - t0
+                    best = dt if best is None else min(best, dt)
+                rows.append({"backend": pred.backend, "batch_size": batch, "threads": threads, "faces": n,
+                             "faces_per_second": n / best})
+    return rows
 
 
 def geometry(root: Path, n: int) -> dict[str, Any]:
@@ -303,8 +337,11 @@ def main() -> None:
     sc = scenes[: args.speed_scenes]
     for backend_file in (model_file, onnx_file):
         for batch in (1, 64):
-            speed.append(time_pipeline(model_file, backend_file, sc, batch, args.repeat))
+            speed.append(time_pipeline(model_file, backend_file, sc, batch, args.repeat, args.threads))
             print(json.dumps(speed[-1]), file=sys.stderr)
+
+    classification = time_classification(model_file, onnx_file, 128, args.repeat)
+    torch.set_num_threads(args.threads)
 
     import dlib
     import onnxruntime
@@ -327,6 +364,7 @@ def main() -> None:
         "synthetic_composited": synthetic,
         "cnn_detector_subset": cnn,
         "speed": speed,
+        "classification_only": classification,
         "seconds_total": time.perf_counter() - t_start,
     }
     if args.geometry:
@@ -334,7 +372,7 @@ def main() -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: result[k] for k in ("speed",)}, indent=1))
+    print(json.dumps({k: result[k] for k in ("speed", "classification_only")}, indent=1))
     print(f"written {out}", file=sys.stderr)
 
 
