@@ -126,6 +126,12 @@ def _slugs(runs: list[RunData]) -> list[str]:
     return out
 
 
+def _integer_epochs(ax: Any) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
 def _short(names: tuple[str, ...] | list[str]) -> list[str]:
     return [SHORT[CLASSES.index(n)] if n in CLASSES else n[:2] for n in names]
 
@@ -239,8 +245,7 @@ def fig_curves(a: Analysis, baseline: Analysis | None, out: Path) -> Figure | Sk
         ax.legend(fontsize=6)
     for ax in axes:
         ax.grid(alpha=0.3)
-        if len(h) < 12:
-            ax.set_xticks(epochs)
+        _integer_epochs(ax)
     fig.tight_layout()
     rel = f"{a.slug}/curves.png"
     _save(fig, out, rel)
@@ -492,7 +497,7 @@ def fig_gradcam(group: list[Analysis], out: Path, rel: str, samples: int, seed: 
     idx = _cam_samples(fs, group[0].test_idx, samples, seed)
     maps = [_cams(a, idx, layer, device) for a in group]
     rows, cols = 1 + len(group), len(idx)
-    fig, axes = plt.subplots(rows, cols, figsize=(1.45 * cols, 1.6 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.25 * cols, 1.4 * rows), squeeze=False)
     names = fs.class_names
     for j, i in enumerate(idx):
         img = fs.images[i]
@@ -544,6 +549,7 @@ def fig_compare_curves(group: list[Analysis], out: Path) -> Figure | Skipped:
     for ax in axes:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6)
+        _integer_epochs(ax)
     fig.tight_layout()
     rel = "compare/curves.png"
     _save(fig, out, rel)
