@@ -170,36 +170,6 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_report(args: argparse.Namespace) -> int:
-    from .report import make_report
-
-    res = make_report(args.run_dirs, args.out, root=args.root or "", model=args.model, device=args.device,
-                      batch_size=args.batch_size, tsne_points=args.tsne_points, samples=args.samples, seed=args.seed,
-                      cam_layer=args.cam_layer, progress=not args.quiet)
-    for run, what, why in res.skipped:
-        print(f"  {run}: {what}: not shown ({why})")
-    print(f"written {res.index} ({len(res.figures)} figures)")
-    if args.check:
-        from .htmlcheck import check_page
-
-        check = check_page(res.index)
-        if not check.ok:
-            raise LanetError(f"browser check failed: {check.text()}")
-        print(f"browser check: {check.text()}")
-    return 0
-
-
-def cmd_audit(args: argparse.Namespace) -> int:
-    from .audit import run_audit, summary_lines
-
-    audit, written = run_audit(args.run_dir, args.out, top=args.top, sheet=args.sheet, source=args.source,
-                               model=args.model, root=args.root or "", device=args.device,
-                               batch_size=args.batch_size)
-    print("\n".join(summary_lines(audit)))
-    print("written " + ", ".join(str(p) for p in written))
-    return 0
-
-
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -302,47 +272,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", default="", help="dataset folder, if it moved since training")
     p.add_argument("--batch-size", type=int, default=256, help="evaluation batch size")
     p.set_defaults(func=cmd_evaluate)
-
-    p = sub.add_parser("report", help="figures and an HTML page of what training did",
-                       description="Write OUT/index.html with PNG figures for each run: training curves, confusion "
-                       "matrix, t-SNE of test features, per-sample losses of clean vs flipped labels, learned label "
-                       "distributions vs human votes, Grad-CAM; several runs are also compared side by side. Figures "
-                       "a run cannot have are listed with the reason. Needs the report extra (matplotlib, "
-                       "scikit-learn).")
-    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories written by `lanet train`")
-    p.add_argument("--out", required=True, metavar="DIR", help="folder for index.html and the figures")
-    p.add_argument("--model", default="auto", choices=["auto", "final", "val_selected"],
-                   help="classifier to analyse (auto: model_final.pt, else model_val_selected.pt of an unfinished run)")
-    p.add_argument("--root", default="", help="dataset folder, if it moved since training")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    p.add_argument("--batch-size", type=int, default=256, help="inference batch size")
-    p.add_argument("--tsne-points", type=int, default=2000, help="test images in the t-SNE (seeded subsample)")
-    p.add_argument("--samples", type=int, default=8, help="sample images in the distribution and Grad-CAM figures")
-    p.add_argument("--seed", type=int, default=0, help="seed of the subsamples and t-SNE")
-    p.add_argument("--cam-layer", default="layer4", help="Grad-CAM stage (default layer4, the last)")
-    p.add_argument("--check", action="store_true", help="open the page in headless Chromium and fail on a broken "
-                   "image or a script error")
-    p.add_argument("--quiet", action="store_true", help="no progress lines")
-    p.set_defaults(func=cmd_report)
-
-    p = sub.add_parser("audit", help="rank training images by how likely their label is wrong",
-                       description="Score every training image of RUN_DIR by 1 - p(given label), where p is the label "
-                       "distribution LA-Net learned for it (label_distributions.npz) or, for other methods, the "
-                       "exported classifier's prediction on it (in-sample: memorised wrong labels score low), and "
-                       "write them ranked, most suspicious first, with the suggested label (argmax p).")
-    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by `lanet train`")
-    p.add_argument("--out", default="label_issues.csv", metavar="FILE", help="ranked CSV (default label_issues.csv)")
-    p.add_argument("--top", type=int, default=None, metavar="K", help="keep only the K highest-ranked images (CSV "
-                   "and sheet; default: CSV all, sheet 48)")
-    p.add_argument("--sheet", default=None, metavar="FILE.png", help="also write a contact sheet of the top images")
-    p.add_argument("--source", default="auto", choices=["auto", "distributions", "model"],
-                   help="auto: learned distributions where the run has them, else the model's predictions")
-    p.add_argument("--model", default="auto", choices=["auto", "final", "val_selected"],
-                   help="classifier for --source model (auto: model_final.pt, else model_val_selected.pt)")
-    p.add_argument("--root", default="", help="dataset folder, if it moved since training")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    p.add_argument("--batch-size", type=int, default=256, help="inference batch size")
-    p.set_defaults(func=cmd_audit)
 
     p = sub.add_parser("report", help="figures and an HTML page of what training did",
                        description="Write OUT/index.html with PNG figures for each run: training curves, confusion "
