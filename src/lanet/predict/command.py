@@ -23,6 +23,10 @@ def run_predict(inputs: list[str], model: str, out: str | None = None, annotate:
     """Run the CLI command; returns the exit status."""
     from .images import MAX_PIXELS
 
+    if every < 1:
+        raise LanetError(f"--every must be a positive integer, got {every}")
+    if max_pixels < 0:
+        raise LanetError(f"--max-pixels must be positive, got {max_pixels}")
     predictor = Predictor(model, detector=detector, device=device, batch_size=batch_size, upsample=upsample,
                           threshold=threshold, max_side=max_side, max_pixels=max_pixels or MAX_PIXELS, verbose=True)
     sources = predictor.sources(inputs)  # missing inputs are errors before anything is written
