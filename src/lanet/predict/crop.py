@@ -1,16 +1,17 @@
 """The face crop a classifier was trained on, reproduced on new photos.
 
 FER2013 (and so FERPlus) faces are 48 x 48 crops, roughly the face box with some margin, not rotated to level
-the eyes. Measured on 200 FERPlus test crops (``benchmarks/predict_speed.py --geometry 200``), dlib's HOG
-detector (on the crop upscaled to 112 px with a 25% border, as ``lanet prepare`` runs it) finds a square box whose
-side is 0.94 of the crop (median; 0.88 from the mean margin) and whose centre lies 0.065-0.10 box sides (mean -
-median) *below* the crop's centre (the HOG box includes the chin and cuts the forehead). The crop is therefore
+the eyes. Measured on 120 FERPlus test crops (``benchmarks/predict_speed.py --geometry 120``; 200 gave the
+same medians), dlib's HOG detector (on the crop upscaled to 112 px with a 25% border, as ``lanet prepare`` runs
+it) finds a square box whose side is 0.94 of the crop (median; 0.88 from the mean margin) and whose centre lies
+0.06-0.10 box sides (mean - median) *below* the crop's centre (the HOG box includes the chin and cuts the
+forehead). The crop is therefore
 
     side   = s * (1 + 2 * crop_margin)              s: side of the HOG(-equivalent) face box
     centre = box centre + (0, crop_offset_y * s)
 
 with ``crop_margin = 0.05`` and ``crop_offset_y = -0.08`` for FER-style data (:data:`FER_CROP`), chosen between
-the median and mean of that measurement (margin 0.033 - 0.068, offset -0.10 - -0.065). Re-cropping FERPlus faces
+the median and mean of that measurement (margin 0.033 - 0.069, offset -0.10 - -0.062). Re-cropping FERPlus faces
 pasted into scenes, the classifier's agreement with its own output on the original crops varies by less than its
 sampling noise over margins 0 - 0.1 and offsets -0.12 - -0.04 (the sweep in ``benchmarks/results/cpu/
 predict_speed.json``). A detector other than HOG has its boxes mapped to HOG-equivalent ones

@@ -45,7 +45,7 @@ RETRY_SCALES = (8 / 7, 6 / 7)
 
 #: detector -> (side scale, centre shift x, centre shift y): the HOG-equivalent box of a detection has side
 #: ``scale * side`` and centre ``centre + shift * side`` (side = mean of width and height). Measured on the
-#: FERPlus test faces that both detectors found (166 of 200, ``benchmarks/predict_speed.py --geometry 200``): the
+#: FERPlus test faces that both detectors found (95 of 120, ``benchmarks/predict_speed.py --geometry 120``): the
 #: HOG box is 1.09 times the CNN box and its centre 0.026 / 0.068 CNN sides to the right / lower (medians).
 HOG_EQUIVALENT: dict[str, tuple[float, float, float]] = {
     "hog": (1.0, 0.0, 0.0),
