@@ -18,7 +18,14 @@ from lanet.export import export_model
 from lanet.models.io import load_classifier
 from lanet.predict import Predictor
 
-torch.set_num_threads(1)
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One torch thread in these tests, restored afterwards (other test files keep their own setting)."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +82,7 @@ def test_predict_on_onnx_equals_torch(run_dir, tmp_path, faces):
             assert list(rb["probabilities"].values()) == pytest.approx(list(ra["probabilities"].values()), abs=1e-5)
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_torchscript_export(run_dir, tmp_path, faces):
     res = export_model(run_dir / "model_final.pt", "torchscript", tmp_path / "m.ts")
     assert res["max_abs_diff"] == pytest.approx(0, abs=1e-5)

@@ -25,7 +25,14 @@ from lanet.predict import RECORD_FIELDS, Predictor
 from lanet.predict.crop import FER_CROP, crop_box
 from lanet.predict.images import open_image
 
-torch.set_num_threads(1)
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One torch thread in these tests, restored afterwards (other test files keep their own setting)."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
 
 
 def tiny_payload(in_chans: int = 1, image_size: int = 32, source_size: int | None = 48, seed: int = 0) -> dict:
