@@ -313,7 +313,7 @@ def test_missing_dlib_or_model_is_a_clear_error(monkeypatch):
         detect_mod.detect_landmarks(np.zeros((1, 48, 48, 1), np.uint8), progress=False)
     with pytest.raises(LanetError, match=r"tiny: data.landmarks=auto .*lanet\[landmarks\].*data.landmarks=none"):
         ensure_landmarks(make_faceset(), "auto", progress=False)
-    monkeypatch.setattr(detect_mod.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
     with pytest.raises(LanetError, match=r"face_recognition_models.*lanet\[landmarks\]"):
         detect_mod.shape_predictor_path()
     monkeypatch.setenv("LANET_SHAPE_PREDICTOR", "/nonexistent/model.dat")

@@ -28,7 +28,6 @@ run is ``benchmarks/landmarks_ferplus.py``).
 
 from __future__ import annotations
 
-import importlib.util
 import multiprocessing as mp
 import os
 from collections.abc import Sequence
@@ -38,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import LanetError
+from ..facemodels import face_model_file
 
 #: Bumped whenever the detection pipeline changes in a way that changes its output (part of the cache key).
 DETECTOR_VERSION = "dlib-hog-ibug68-v1"
@@ -73,27 +73,9 @@ _OPTIONS: dict[str, Any] = {}
 
 
 def shape_predictor_path() -> Path:
-    """Path of ``shape_predictor_68_face_landmarks.dat`` from the ``face_recognition_models`` package.
-
-    The package is located without importing it (its ``__init__`` needs ``pkg_resources``, which recent
-    setuptools no longer ships). ``LANET_SHAPE_PREDICTOR`` overrides the path.
-    """
-    override = os.environ.get("LANET_SHAPE_PREDICTOR", "")
-    if override:
-        path = Path(override).expanduser()
-        if not path.is_file():
-            raise LanetError(f"LANET_SHAPE_PREDICTOR={override}: file not found")
-        return path
-    try:
-        spec = importlib.util.find_spec("face_recognition_models")
-    except (ImportError, ValueError):
-        spec = None
-    if spec is None or not spec.submodule_search_locations:
-        raise LanetError(f"landmark detection needs the package face_recognition_models: {INSTALL_HINT}")
-    path = Path(list(spec.submodule_search_locations)[0]) / "models" / "shape_predictor_68_face_landmarks.dat"
-    if not path.is_file():
-        raise LanetError(f"shape predictor model not found at {path}: reinstall with {INSTALL_HINT}")
-    return path
+    """Path of ``shape_predictor_68_face_landmarks.dat`` from ``face_recognition_models`` (``LANET_SHAPE_PREDICTOR``
+    overrides it)."""
+    return face_model_file("shape_predictor_68_face_landmarks.dat", "LANET_SHAPE_PREDICTOR", "landmark detection")
 
 
 def _import_dlib() -> Any:

@@ -63,8 +63,6 @@ conv is unpadded, i.e. ``dlib_resnet``).
 
 from __future__ import annotations
 
-import importlib.util
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -76,6 +74,7 @@ import torch.nn.functional as F
 
 from ..data.augment import IMAGENET_MEAN, IMAGENET_STD
 from ..errors import LanetError
+from ..facemodels import face_model_file
 from .dlib_io import DlibNet, read_dlib_net
 from .resnet import _normalise_key, load_state_dict_into, read_state_dict
 
@@ -339,26 +338,9 @@ def grey_stem(weight: torch.Tensor, bias: torch.Tensor) -> tuple[torch.Tensor, t
 
 # ------------------------------------------------------------------------------------------------ weights
 def dlib_model_path() -> Path:
-    """Path of ``dlib_face_recognition_resnet_model_v1.dat`` from the installed ``face_recognition_models``.
-
-    Located without importing the package (its ``__init__`` needs ``pkg_resources``, which recent setuptools no
-    longer ships). ``LANET_DLIB_RESNET`` overrides the path."""
-    override = os.environ.get("LANET_DLIB_RESNET", "")
-    if override:
-        path = Path(override).expanduser()
-        if not path.is_file():
-            raise LanetError(f"LANET_DLIB_RESNET={override}: file not found")
-        return path
-    try:
-        spec = importlib.util.find_spec("face_recognition_models")
-    except (ImportError, ValueError):
-        spec = None
-    if spec is None or not spec.submodule_search_locations:
-        raise LanetError(f"model.pretrained=dlib needs the package face_recognition_models: {INSTALL_HINT}")
-    path = Path(list(spec.submodule_search_locations)[0]) / "models" / MODEL_FILE
-    if not path.is_file():
-        raise LanetError(f"dlib face-recognition model not found at {path}: reinstall with {INSTALL_HINT}")
-    return path
+    """Path of ``dlib_face_recognition_resnet_model_v1.dat`` from ``face_recognition_models`` (``LANET_DLIB_RESNET``
+    overrides it)."""
+    return face_model_file(MODEL_FILE, "LANET_DLIB_RESNET", "model.pretrained=dlib")
 
 
 def _expected_layers(model: DlibResNet) -> list[tuple[str, dict[str, int]]]:

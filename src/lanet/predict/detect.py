@@ -27,7 +27,6 @@ faces found by both detectors, see ``benchmarks/predict_speed.py --geometry``), 
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import LanetError
+from ..facemodels import face_model_file
 
 DETECTORS = ("hog", "cnn", "none")
 INSTALL_HINT = "pip install 'lanet[landmarks]'"
@@ -60,21 +60,9 @@ class Detection:
     score: float | None
 
 
-def models_dir() -> Path:
-    try:
-        spec = importlib.util.find_spec("face_recognition_models")
-    except (ImportError, ValueError):
-        spec = None
-    if spec is None or not spec.submodule_search_locations:
-        raise LanetError(f"the CNN face detector needs the package face_recognition_models: {INSTALL_HINT}")
-    return Path(list(spec.submodule_search_locations)[0]) / "models"
-
-
 def cnn_model_path() -> Path:
-    path = models_dir() / "mmod_human_face_detector.dat"
-    if not path.is_file():
-        raise LanetError(f"CNN face detector model not found at {path}: reinstall with {INSTALL_HINT}")
-    return path
+    """dlib's CNN face detector from ``face_recognition_models`` (``LANET_CNN_DETECTOR`` overrides it)."""
+    return face_model_file("mmod_human_face_detector.dat", "LANET_CNN_DETECTOR", "the CNN face detector")
 
 
 def _import_dlib() -> Any:
