@@ -262,3 +262,23 @@ def test_adaptive_wing_matches_the_direct_formula():
     c = theta * a - omega * torch.log1p((theta / eps) ** power)
     direct = torch.where(diff < theta, omega * torch.log1p((diff / eps) ** power), a * diff - c)
     assert adaptive_wing_loss(pred, tgt, w).item() == pytest.approx((direct * w).mean().item(), rel=1e-5)
+
+
+def test_ema_memory_cannot_change_a_label_in_fewer_than_seven_visits():
+    """Eq. 5 with omega = 0.9 keeps 0.9^n of the one-hot start after n visits: even a current distribution that
+    is one-hot on another class overturns the given label only once 0.9^n < 1/2, i.e. at the 7th visit (epoch).
+    A 5-epoch protocol can therefore correct no label at all; softer currents need more visits."""
+    memory = torch.tensor([[1.0, 0.0, 0.0]])  # given label 0
+    perfect = torch.tensor([[0.0, 1.0, 0.0]])
+    soft = torch.tensor([[0.1, 0.4, 0.5]])  # top mass 0.5 on class 2, 0.1 left on the given label
+    flips = {}
+    for name, current in (("perfect", perfect), ("soft", soft)):
+        m = memory.clone()
+        for visit in range(1, 60):
+            m = ema_target(m, current, 0.9)
+            if m.argmax(1).item() != 0:
+                flips[name] = visit
+                break
+    assert flips["perfect"] == 7
+    # margin 0.4 between the new top class and the given label: 0.9^n < 0.4 / 1.4, so n >= 12
+    assert flips["soft"] == 12
