@@ -45,6 +45,7 @@ import yaml
 from .config import Config, apply_dict, config_from_dict, set_override
 from .errors import LanetError
 from .fileutil import RunDirectoryBusy, atomic_open, run_lock
+from .train.checkpoint import metrics_by_epoch
 
 __all__ = ["PRESETS", "TABLES", "Bench", "Column", "Preset", "Row", "RunSpec", "TableDef", "js_divergence",
            "label_distribution_js", "parse_rates", "run_benchmark"]
@@ -764,9 +765,10 @@ def _trajectory(run_dir: Path) -> dict[str, Any]:
     is chosen on test), and the final epoch's label-correction diagnostics where the method logs them."""
     path = run_dir / "metrics.jsonl"
     try:
-        hist = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
-    except (OSError, ValueError):
+        by_epoch = metrics_by_epoch(path)
+    except (OSError, LanetError):
         return {}
+    hist = [by_epoch[e] for e in sorted(by_epoch)]
     if not hist:
         return {}
     peak = max(range(len(hist)), key=lambda i: (hist[i].get("test_accuracy", -1.0), -i))

@@ -31,6 +31,7 @@ from .classes import CLASSES
 from .config import Config, read_run_config
 from .data.faceset import FaceSet
 from .errors import LanetError
+from .train.checkpoint import metrics_by_epoch
 
 MODEL_TAGS = ("final", "val_selected")
 _FACESETS: dict[str, FaceSet] = {}  # data configuration (JSON) -> loaded dataset, shared by every run on it
@@ -236,19 +237,7 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
     last line (a writer killed mid-line by an older version) is dropped; any other bad line is an error."""
     if not path.is_file():
         return []
-    lines = path.read_text().splitlines()
-    by_epoch: dict[int, dict[str, Any]] = {}
-    for no, text in enumerate(lines, 1):
-        if not text.strip():
-            continue
-        try:
-            line = json.loads(text)
-            epoch = int(line["epoch"])
-        except (ValueError, KeyError, TypeError) as exc:
-            if no == len(lines):
-                break
-            raise LanetError(f"{path}:{no}: not a metrics line (a JSON object with an epoch)") from exc
-        by_epoch[epoch] = line
+    by_epoch = metrics_by_epoch(path)
     return [by_epoch[e] for e in sorted(by_epoch)]
 
 

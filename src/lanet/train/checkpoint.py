@@ -92,3 +92,23 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
     if not isinstance(state["epoch"], int) or state["epoch"] < 0 or not isinstance(state["torch_rng"], torch.Tensor):
         raise LanetError(f"{path}: corrupt checkpoint (epoch {state['epoch']!r})")
     return state
+
+
+def metrics_by_epoch(path: Path) -> dict[int, dict[str, Any]]:
+    """The lines of a run's ``metrics.jsonl`` keyed by their (0-based) epoch; a later line of an epoch wins. A
+    damaged last line (a writer killed mid-line by an older version) is dropped; any other bad line is an error."""
+    lines = Path(path).read_text().splitlines()
+    by_epoch: dict[int, dict[str, Any]] = {}
+    for no, text in enumerate(lines, 1):
+        if not text.strip():
+            continue
+        try:
+            line = json.loads(text)
+            epoch = line["epoch"]
+        except (ValueError, KeyError, TypeError) as exc:
+            if no == len(lines):
+                break
+            raise LanetError(f"{path}:{no}: not a metrics line (a JSON object with an epoch)") from exc
+        if isinstance(epoch, int):
+            by_epoch[epoch] = line
+    return by_epoch

@@ -47,7 +47,14 @@ from ..errors import LanetError
 from ..fileutil import remove_stale_tmp, run_lock
 from ..methods.base import Batch, Method, MethodSpec
 from ..methods.registry import build_method, get_method_class
-from .checkpoint import atomic_torch_save, atomic_write_json, atomic_write_text, load_checkpoint, save_checkpoint
+from .checkpoint import (
+    atomic_torch_save,
+    atomic_write_json,
+    atomic_write_text,
+    load_checkpoint,
+    metrics_by_epoch,
+    save_checkpoint,
+)
 from .distributed import DistInfo, all_reduce_sum, barrier, init_distributed
 from .metrics import confusion_matrix, metrics_from_confusion
 
@@ -384,20 +391,7 @@ def read_history(path: Path, epochs: int) -> list[dict[str, Any]]:
     if not path.is_file():
         raise LanetError(f"{path} is missing, but checkpoint.pt holds {epochs} finished epoch(s); the run cannot be "
                          "resumed without their metrics (restore the file, or delete checkpoint.pt to restart)")
-    lines = path.read_text().splitlines()
-    by_epoch: dict[int, dict[str, Any]] = {}
-    for no, text in enumerate(lines, 1):
-        if not text.strip():
-            continue
-        try:
-            line = json.loads(text)
-            epoch = line["epoch"]
-        except (ValueError, KeyError, TypeError) as exc:
-            if no == len(lines):
-                break
-            raise LanetError(f"{path}:{no}: not a metrics line (a JSON object with an epoch)") from exc
-        if isinstance(epoch, int) and epoch < epochs:
-            by_epoch[epoch] = line
+    by_epoch = {e: line for e, line in metrics_by_epoch(path).items() if e < epochs}
     absent = [e + 1 for e in range(epochs) if e not in by_epoch]
     if absent:
         raise LanetError(f"{path} lacks the line of epoch {absent[0]} of the {epochs} the checkpoint has finished")
