@@ -333,7 +333,7 @@ def test_label_distribution_js_matches_by_name_not_order(tmp_path):
 # ---------------------------------------------------------------------------------------------- grids and CLI
 def test_grids_are_data_and_names_encode_specs():
     assert set(TABLES) == {"table1", "table5", "table2", "fig2", "annotator", "table6"}
-    assert set(PRESETS) == {"smoke", "cpu", "paper"}
+    assert set(PRESETS) == {"smoke", "cpu", "cpu-face", "paper"}
     t1 = grid("table1", [0, 1])
     assert len(t1) == 30 and {s.method for s in t1} == {"baseline", "scn", "rul", "eac", "lanet"}
     # the paper's row order: baseline, SCN, RUL, EAC, LA-Net
@@ -360,6 +360,10 @@ def test_grids_are_data_and_names_encode_specs():
         ("none", 0.0), ("symmetric", 0.2)]
     assert [s.name for s in grid("table1", [3], methods=["lanet"], rates=[0.4])] == ["lanet-symmetric-0.40-s3"]
     assert grid("fig2", [0], methods=["baseline"]) == []
+    # rate 0 adds the clean column (CE on clean labels at the same budget), first
+    assert [s.name for s in grid("table1", [0], methods=["baseline"], rates=[0, 0.3])] == [
+        "baseline-none-0.00-s0", "baseline-symmetric-0.30-s0"]
+    assert [s.noise for s in grid("table2", [0], rates=[0, 0.3]) if s.row == "none"] == ["none", "symmetric"]
     # every spec's configuration: the preset, then the spec
     b = Bench(get_preset("paper"), Path("unused"), root="/data/fp", device="cuda")
     cfg = b.config(next(s for s in f2 if s.row == "K=12" and s.noise == "symmetric"))
@@ -369,6 +373,10 @@ def test_grids_are_data_and_names_encode_specs():
     assert (cfg.noise.type, cfg.noise.rate, cfg.train.seed, cfg.noise.seed) == ("symmetric", 0.3, 0, -1)
     cpu = Bench(get_preset("cpu"), Path("unused")).config(t1[0])
     assert (cpu.data.image_size, cpu.model.width, cpu.train.batch_size, cpu.train.epochs) == (48, 32, 64, 5)
+    face = Bench(get_preset("cpu-face"), Path("unused")).config(t1[0])
+    assert (face.data.train_limit, face.data.image_size, face.model.arch, face.model.pretrained) == (
+        2000, 64, "dlib_resnet_small", "dlib")
+    assert (face.train.epochs, face.train.lr, face.data.limit) == (40, 3e-4, 0) and PRESETS["cpu-face"].seeds == (0, 1, 2)
     assert PRESETS["cpu"].seeds == (0,) and len(PRESETS["paper"].seeds) == 3 and PRESETS["smoke"].seeds == (0, 1)
 
 

@@ -17,7 +17,7 @@ from lanet.data.affectnet import load_affectnet
 from lanet.data.faceset import SPLITS, FaceSet
 from lanet.data.ferplus import COLUMNS, ferplus_labels, load_ferplus
 from lanet.data.generic import load_csv, load_folders
-from lanet.data.labels import apply_label_file, carve_val, limit_per_split
+from lanet.data.labels import apply_label_file, carve_val, limit_per_split, limit_train
 from lanet.data.loaders import load_faceset
 from lanet.data.rafdb import load_rafdb
 from lanet.errors import LanetError
@@ -464,6 +464,10 @@ def test_carve_val_and_limit():
         carve_val(fs, 1.5)
     lim = limit_per_split(_toy([0, 1, 2, 3, 4, 5], [0, 0, 0, 2, 2, 1]), 2)
     assert lim.labels.tolist() == [0, 1, 3, 4, 5]
+    # train_limit cuts only the training split: val (1) and test (2) stay complete
+    tl = limit_train(_toy([0, 1, 2, 3, 4, 5, 6], [0, 2, 0, 1, 0, 2, 0]), 2)
+    assert tl.labels.tolist() == [0, 1, 2, 3, 5] and tl.meta["train_limit"] == 2
+    assert limit_train(fs, 0) is fs and limit_train(fs, 1000) is fs
 
 
 def test_loader_errors_and_synthetic(tmp_path, monkeypatch):

@@ -59,6 +59,8 @@ class DataConfig:
     cache_dir: str = _f("", "where decoded images and landmarks are cached (default ~/.cache/lanet)")
     val_fraction: float = _f(0.0, "for datasets without a validation split: fraction of train held out as val")
     limit: int = _f(0, "keep at most this many images per split (0 = all); for smoke tests")
+    train_limit: int = _f(0, "keep only the first N training images (0 = all); val and test stay complete, so a "
+                          "small-data protocol is still scored on the whole test split")
     synthetic_size: int = _f(6000, "synthetic dataset: number of images (split 70/10/20)")
     synthetic_seed: int = _f(0, "synthetic dataset: generator seed")
 
@@ -392,6 +394,7 @@ def validate_config(cfg: Config) -> None:
     _one_of("data.channels", d.channels, (0, 1, 3))
     _between("data.val_fraction", d.val_fraction, 0.0, 1.0, hi_open=True)
     _at_least("data.limit", d.limit, 0, why=" (0 = all images)")
+    _at_least("data.train_limit", d.train_limit, 0, why=" (0 = all training images)")
     _at_least("data.synthetic_size", d.synthetic_size, 20)
     _at_least("data.synthetic_seed", d.synthetic_seed, 0)
 

@@ -197,6 +197,20 @@ def limit_per_split(faceset: FaceSet, limit: int) -> FaceSet:
     return out
 
 
+def limit_train(faceset: FaceSet, limit: int) -> FaceSet:
+    """Keep the first ``limit`` training images (dataset order) and every val/test image; ``limit <= 0`` keeps all."""
+    if limit <= 0:
+        return faceset
+    train = np.flatnonzero(faceset.split == SPLITS.index("train"))
+    if len(train) <= limit:
+        return faceset
+    keep = np.ones(len(faceset), dtype=bool)
+    keep[train[limit:]] = False
+    out = faceset.subset(np.flatnonzero(keep))
+    out.meta["train_limit"] = limit
+    return out
+
+
 def first_per_split(split: np.ndarray, limit: int) -> np.ndarray:
     """Boolean mask of the first ``limit`` entries of each split value (all True when ``limit <= 0``)."""
     split = np.asarray(split)

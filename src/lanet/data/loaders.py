@@ -36,7 +36,7 @@ from ..config import DataConfig
 from ..errors import LanetError
 from . import affectnet, ferplus, generic, rafdb
 from .faceset import SPLITS, FaceSet
-from .labels import apply_label_file, carve_val, limit_per_split
+from .labels import apply_label_file, carve_val, limit_per_split, limit_train
 
 __all__ = ["DATASETS", "apply_label_file", "carve_val", "limit_per_split", "load_faceset"]
 
@@ -122,4 +122,5 @@ def load_faceset(cfg: DataConfig) -> FaceSet:
                           stacklevel=2)
         else:
             faceset = carve_val(faceset, cfg.val_fraction, VAL_SEED)
-    return limit_per_split(faceset, cfg.limit)
+    faceset = limit_per_split(faceset, cfg.limit)
+    return limit_train(faceset, cfg.train_limit)
