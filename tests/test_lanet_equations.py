@@ -264,6 +264,32 @@ def test_adaptive_wing_matches_the_direct_formula():
     assert adaptive_wing_loss(pred, tgt, w).item() == pytest.approx((direct * w).mean().item(), rel=1e-5)
 
 
+def test_adaptive_wing_gradient_equals_autograd_of_the_formula():
+    """The fused backward equals autograd through the direct formula, on both branches, at |diff| = 0, at the
+    targets 0 and 1, and through a broadcast weight (the landmark loss's N x P x 1 x 1 validity factor)."""
+    g = torch.Generator().manual_seed(5)
+    tgt = torch.rand(4, 3, 6, 6, generator=g, dtype=torch.float64)
+    tgt[0, 0, 0, :3] = torch.tensor([0.0, 1.0, 0.5], dtype=torch.float64)
+    pred = (tgt + torch.randn(4, 3, 6, 6, generator=g, dtype=torch.float64) * 0.6).requires_grad_(True)
+    with torch.no_grad():
+        pred[0, 0, 0, 2] = tgt[0, 0, 0, 2]  # |diff| = 0
+    w = torch.rand(4, 3, 6, 6, generator=g, dtype=torch.float64) * torch.tensor([1.0, 0.0, 1.0, 1.0],
+                                                                                dtype=torch.float64)[:, None, None, None]
+    alpha, omega, eps, theta = 2.1, 14.0, 1.0, 0.5
+    power = alpha - tgt
+    diff = (pred - tgt).abs()
+    a = omega * (1 / (1 + (theta / eps) ** power)) * power * ((theta / eps) ** (power - 1)) / eps
+    c = theta * a - omega * torch.log1p((theta / eps) ** power)
+    direct = (torch.where(diff < theta, omega * torch.log1p((diff / eps) ** power), a * diff - c) * w).mean()
+    (want,) = torch.autograd.grad(direct, pred)
+    got_loss = adaptive_wing_loss(pred, tgt, w)
+    (got,) = torch.autograd.grad(got_loss * 3.0, pred)  # an upstream factor reaches the gradient
+    assert (diff < theta).any() and (diff >= theta).any()
+    assert got_loss.item() == pytest.approx(direct.item(), rel=1e-12)
+    torch.testing.assert_close(got, 3.0 * want, rtol=1e-10, atol=1e-14)
+    assert torch.autograd.gradcheck(lambda p: adaptive_wing_loss(p, tgt, w), (pred.detach().clone().requires_grad_(),))
+
+
 def test_ema_memory_cannot_change_a_label_in_fewer_than_seven_visits():
     """Eq. 5 with omega = 0.9 keeps 0.9^n of the one-hot start after n visits: even a current distribution that
     is one-hot on another class overturns the given label only once 0.9^n < 1/2, i.e. at the 7th visit (epoch).
