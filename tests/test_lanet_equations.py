@@ -273,8 +273,8 @@ def test_adaptive_wing_gradient_equals_autograd_of_the_formula():
     pred = (tgt + torch.randn(4, 3, 6, 6, generator=g, dtype=torch.float64) * 0.6).requires_grad_(True)
     with torch.no_grad():
         pred[0, 0, 0, 2] = tgt[0, 0, 0, 2]  # |diff| = 0
-    w = torch.rand(4, 3, 6, 6, generator=g, dtype=torch.float64) * torch.tensor([1.0, 0.0, 1.0, 1.0],
-                                                                                dtype=torch.float64)[:, None, None, None]
+    valid = torch.tensor([1.0, 0.0, 1.0, 1.0], dtype=torch.float64)[:, None, None, None]
+    w = torch.rand(4, 3, 6, 6, generator=g, dtype=torch.float64) * valid
     alpha, omega, eps, theta = 2.1, 14.0, 1.0, 0.5
     power = alpha - tgt
     diff = (pred - tgt).abs()

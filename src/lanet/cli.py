@@ -358,8 +358,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "table5 and annotator (default: baseline,scn,rul,eac,lanet for table1/table5, "
                    "baseline,lanet for annotator); for table2/fig2 keeps rows of these methods")
     p.add_argument("--rates", default="", metavar="R1,R2", help="comma-separated noise rates of the noisy columns "
-                   "(default 0.1,0.2,0.3 for table1/table5, 0.3 for table2/fig2; clean and annotator columns stay; 0 adds "
-                   "the clean column, e.g. --rates 0,0.3 for CE on clean labels beside 30%%)")
+                   "(default 0.1,0.2,0.3 for table1/table5, 0.3 for table2/fig2; clean and annotator columns stay; "
+                   "0 adds the clean column, e.g. --rates 0,0.3 for CE on clean labels beside 30%%)")
     p.add_argument("--device", default=None, metavar="DEV", help="auto | cpu | cuda (default: the preset's)")
     p.add_argument("-o", "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a configuration key for every run (repeat it when rendering)")
