@@ -74,6 +74,40 @@ def time_training(size: int, batch: int, steps: int, warmup: int, device: torch.
 
 
 @torch.no_grad()
+def conv_macs(size: int, chans: int, width: int, arch: str) -> dict:
+    """Multiply-accumulates per image of every convolution: the baseline's forward, LA-Net's query forward
+    (backbone + landmark branch) and its momentum (key) encoder's forward; and the step-cost floor they imply.
+
+    A training step costs about 3x the forward convolutions (the backward is about twice the forward); LA-Net
+    adds the key encoder's forward, which has no backward. The floor ratio (3 q + k) / (3 b) is what LA-Net's
+    step would cost against the baseline's if everything but the convolutions were free.
+    """
+    spec = MethodSpec(num_classes=8, num_train=8, in_chans=chans, image_size=size, num_landmarks=68, arch=arch,
+                      pretrained="", dropout=0.0, epochs=1, width=width, train_labels=np.zeros(8, dtype=np.int64))
+    counts: dict[str, int] = {}
+
+    def count(name: str, model: torch.nn.Module, run) -> None:
+        total = [0]
+
+        def hook(mod, inp, out):
+            total[0] += out[0].numel() * (mod.weight[0].numel())
+
+        handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+        run(torch.zeros(1, chans, size, size))
+        for h in handles:
+            h.remove()
+        counts[name] = total[0]
+
+    base = build_method("baseline", spec, {}).eval()  # eval: one image through BatchNorm; MACs do not change
+    count("baseline_forward", base, lambda x: base.model(x))
+    la = build_method("lanet", spec, {}).eval()
+    count("lanet_query_forward", la.encoder, lambda x: la._encode(la.encoder, x))
+    count("lanet_key_forward", la.encoder_k, lambda x: la._encode(la.encoder_k, x))
+    floor = (3 * counts["lanet_query_forward"] + counts["lanet_key_forward"]) / (3 * counts["baseline_forward"])
+    return {"macs_per_image": counts, "conv_floor_ratio": floor}
+
+
+@torch.no_grad()
 def time_inference(size: int, batch: int, steps: int, warmup: int, device: torch.device, chans: int,
                    amp: bool, width: int) -> dict:
     num_train = 256
@@ -116,7 +150,21 @@ def main() -> None:
                     "default train.channels_last), 0 = contiguous")
     ap.add_argument("--note", default="", help="what else was running on the machine (recorded in the JSON)")
     ap.add_argument("--out", default="benchmarks/results/throughput.json")
+    ap.add_argument("--macs-only", action="store_true", help="count the convolutions' multiply-accumulates and "
+                    "the step-cost floor they imply; time nothing (safe while other jobs run)")
     args = ap.parse_args()
+    if args.macs_only:
+        conv = {str(size): conv_macs(size, args.channels, args.width, args.arch) for size in args.sizes}
+        out = {"arch": args.arch, "width": args.width, "channels": args.channels, "conv": conv,
+               "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                                        text=True).stdout.strip()}
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
+        for size, c in conv.items():
+            print(f"{args.arch} at {size} px: LA-Net step >= {c['conv_floor_ratio']:.2f}x the baseline's from "
+                  f"convolutions alone")
+        print(f"written {args.out}")
+        return
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           (args.device if args.device != "auto" else "cpu"))
     amp = device.type == "cuda"
@@ -137,6 +185,7 @@ def main() -> None:
         batch = args.batch if small else max(8, args.batch // 4)
         result["train"][str(size)] = time_training(size, batch, steps, args.warmup, device, args.channels, amp,
                                                    args.width, args.arch, bool(args.channels_last), args.pretrained)
+        result.setdefault("conv", {})[str(size)] = conv_macs(size, args.channels, args.width, args.arch)
         result["inference"][str(size)] = time_inference(size, 256 if size <= 112 else 64, steps, args.warmup,
                                                         device, args.channels, amp, args.width)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -149,6 +198,12 @@ def main() -> None:
         print(f"{size:>5} {t['images_per_second']['baseline']:>15.1f} {t['images_per_second']['lanet']:>13.1f} "
               f"{t['lanet_over_baseline_step_time']:>10.2f}x {i['images_per_second']['lanet_exported']:>15.1f} "
               f"{i['images_per_second']['plain_resnet18']:>12.1f} {i['exported_over_plain_time']:>11.2f}x")
+    for size in args.sizes:
+        c = result["conv"][str(size)]
+        print(f"{size:>5} convolutions alone: LA-Net step >= {c['conv_floor_ratio']:.2f}x the baseline's "
+              f"({c['macs_per_image']['lanet_query_forward'] / 1e6:.1f} MMAC query + "
+              f"{c['macs_per_image']['lanet_key_forward'] / 1e6:.1f} key vs "
+              f"{c['macs_per_image']['baseline_forward'] / 1e6:.1f} baseline forward per image)")
     print(f"written {args.out}")
 
 
