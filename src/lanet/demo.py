@@ -79,7 +79,7 @@ def run_demo(out: str | Path = "runs/demo", methods: list[str] | None = None, ep
         results[name] = {k: s[k] for k in ("test_accuracy", "test_accuracy_val_selected", "mean_class_accuracy",
                                            "realised_noise_rate", "train_images_per_second", "epochs")}
         curves[name] = metrics_by_epoch(run_dir / "metrics.jsonl")
-        peak_epoch = max(curves[name], key=lambda e: curves[name][e]["test_accuracy"])
+        peak_epoch = peak_epoch_of(curves[name])
         results[name]["test_accuracy_peak"] = curves[name][peak_epoch]["test_accuracy"]
         results[name]["test_peak_epoch"] = peak_epoch + 1
         results[name]["test_accuracy_by_epoch"] = [curves[name][e]["test_accuracy"] for e in sorted(curves[name])]
@@ -106,11 +106,16 @@ def run_demo(out: str | Path = "runs/demo", methods: list[str] | None = None, ep
     return json.loads((out / "summary.json").read_text())
 
 
+def peak_epoch_of(curve: dict[int, dict[str, Any]]) -> int:
+    """The epoch (0-based) of a run's best test accuracy."""
+    return max(curve, key=lambda e: curve[e]["test_accuracy"])
+
+
 def print_curves(curves: dict[str, dict[int, dict[str, Any]]]) -> None:
     """Per-epoch clean test accuracy of each method side by side, each method's peak marked with ``*``."""
     names = list(curves)
     epochs = sorted(set().union(*(c.keys() for c in curves.values()))) if curves else []
-    peaks = {n: max(c, key=lambda e: c[e]["test_accuracy"]) for n, c in curves.items() if c}
+    peaks = {n: peak_epoch_of(c) for n, c in curves.items() if c}
     print("\nclean test accuracy per epoch (* = the method's peak):")
     print(f"{'epoch':>5}" + "".join(f"{n:>12}" for n in names))
     for e in epochs:

@@ -199,14 +199,10 @@ def limit_per_split(faceset: FaceSet, limit: int) -> FaceSet:
 
 def limit_train(faceset: FaceSet, limit: int) -> FaceSet:
     """Keep the first ``limit`` training images (dataset order) and every val/test image; ``limit <= 0`` keeps all."""
-    if limit <= 0:
+    is_train = faceset.split == SPLITS.index("train")
+    if limit <= 0 or is_train.sum() <= limit:
         return faceset
-    train = np.flatnonzero(faceset.split == SPLITS.index("train"))
-    if len(train) <= limit:
-        return faceset
-    keep = np.ones(len(faceset), dtype=bool)
-    keep[train[limit:]] = False
-    out = faceset.subset(np.flatnonzero(keep))
+    out = faceset.subset(np.flatnonzero(first_per_split(faceset.split, limit) | ~is_train))
     out.meta["train_limit"] = limit
     return out
 
