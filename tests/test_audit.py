@@ -21,8 +21,8 @@ from lanet.audit import (
     spearman,
 )
 from lanet.classes import CLASSES
-from lanet.data.faceset import FaceSet
 from lanet.cli import main
+from lanet.data.faceset import FaceSet
 from lanet.data.noise import apply_noise
 from lanet.errors import LanetError
 from lanet.rundata import cross_entropy, open_run, softmax
@@ -196,8 +196,7 @@ def test_stratified_folds_deal_each_class_evenly():
     np.testing.assert_array_equal(fold, ac.stratified_folds(labels, 2, seed=0))
 
 
-def test_fold_faceset_trains_on_noisy_labels_without_validation():
-    ac = _audit_compare()
+def _fold_case():
     n = 12
     split = np.array([0] * 6 + [1] * 2 + [2] * 4, dtype=np.int8)  # train, val, test
     fs = FaceSet(images=np.zeros((n, 8, 8, 1), np.uint8), labels=np.arange(n) % 3, split=split,
@@ -205,12 +204,25 @@ def test_fold_faceset_trains_on_noisy_labels_without_validation():
     train_index = np.arange(6)
     given = (fs.labels[:6] + 1) % 3  # every training label moved
     held = np.array([1, 4])
+    return fs, train_index, given, held
+
+
+def test_fold_faceset_trains_on_noisy_labels_without_validation():
+    ac = _audit_compare()
+    fs, train_index, given, held = _fold_case()
     fold = ac.fold_faceset(fs, train_index, given, held)
     assert sorted(fold.names[fold.indices("train")].tolist()) == ["i0", "i2", "i3", "i5"]
     np.testing.assert_array_equal(fold.labels[fold.indices("train")], given[[0, 2, 3, 5]])
     assert len(fold.indices("val")) == 0  # nothing is selected on validation in a fold
     assert fold.names[fold.indices("test")].tolist() == [f"i{i}" for i in range(8, 12)][: ac.FOLD_TEST_IMAGES]
     np.testing.assert_array_equal(fold.labels[fold.indices("test")], fs.labels[8:12])
+
+
+def test_fold_faceset_keeps_only_the_first_test_images(monkeypatch):
+    ac = _audit_compare()
+    monkeypatch.setattr(ac, "FOLD_TEST_IMAGES", 2)
+    fold = ac.fold_faceset(*_fold_case())
+    assert fold.names[fold.indices("test")].tolist() == ["i8", "i9"]
 
 
 def test_audit_compare_smoke_and_resume(runs, tmp_path, capsys):
