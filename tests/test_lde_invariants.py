@@ -102,11 +102,10 @@ def test_invariants_hold_along_a_training_trajectory():
 def test_the_trajectory_check_catches_the_legacy_normalisation(monkeypatch):
     """The same run with the old normalisation leaks mass within ~60 steps and the run stops with a clear error."""
 
-    def legacy(scores, probs, neighbours, eps=1e-8):
-        w = scores / (scores.sum(1, keepdim=True) + eps)
-        return (w[..., None] * probs[neighbours]).sum(1)
+    def legacy(scores, eps=1e-8):
+        return scores / (scores.sum(1, keepdim=True) + eps)
 
-    monkeypatch.setattr(lanet_mod, "aggregate", legacy)
+    monkeypatch.setattr(lanet_mod, "normalised_weights", legacy)
     m, labels, images, lms, g = _learnable_lanet()
     with pytest.raises(LanetError, match="sums to .* not 1"):
         _train(m, labels, images, lms, g, steps=120)

@@ -85,10 +85,18 @@ class ContributionScore(nn.Module):
 
     def forward(self, feat_i: torch.Tensor, feat_all: torch.Tensor, neighbours: torch.Tensor) -> torch.Tensor:
         """feat_i: N x d anchors, feat_all: M x d candidates, neighbours: N x K indices into feat_all -> N x K."""
-        g1 = self.g(feat_i)[:, : self.half]  # N x d/2
         g2 = self.g(feat_all)[:, self.half:]  # M x d/2
-        n, k = neighbours.shape
-        pair = torch.cat([g1[:, None, :].expand(n, k, self.half), g2[neighbours]], dim=-1)  # N x K x d
+        return self._score(feat_i, g2[neighbours])
+
+    def score_rows(self, feat_i: torch.Tensor, feat_nb: torch.Tensor) -> torch.Tensor:
+        """The same score for neighbours given as rows: feat_i N x d, feat_nb N x K x d -> N x K (used with a
+        memory of the whole training set, where projecting every row each step would be wasted)."""
+        return self._score(feat_i, self.g(feat_nb)[..., self.half:])
+
+    def _score(self, feat_i: torch.Tensor, g2_nb: torch.Tensor) -> torch.Tensor:
+        g1 = self.g(feat_i)[:, : self.half]  # N x d/2
+        n, k = g2_nb.shape[:2]
+        pair = torch.cat([g1[:, None, :].expand(n, k, self.half), g2_nb], dim=-1)  # N x K x d
         return self.f(pair).softmax(-1)[..., 0]  # N x K
 
 
@@ -113,8 +121,10 @@ def knn(feat_i: torch.Tensor, feat_all: torch.Tensor, k: int, self_index: torch.
 def normalised_weights(scores: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     """Contribution scores N x K -> aggregation weights N x K that sum to exactly 1 per row (eq. 4).
 
-    ``eps / K`` is added to every score before dividing by the row sum (the authors' release does the same), so
-    the weights are a convex combination whatever the scores: ``(c_ik + eps/K) / (sum_k c_ik + eps)``. Dividing by
+    ``eps / K`` is added to every score before dividing by the row sum, so the weights are a convex combination of
+    the K neighbours whatever the scores: ``(c_ik + eps/K) / (sum_k c_ik + eps)``. (The authors' release differs:
+    it adds ``eps / B`` over its whole B-image batch mask, the sample itself included, so once the scores collapse
+    its target tends to the batch-mean prediction rather than to the mean of the K neighbours.) Dividing by
     ``sum + eps`` alone (without the per-weight eps) lets the weights sum to ``S / (S + eps)``, far below 1 once
     the score networks output tiny scores; the KL term then rewards shrinking the target, the scores collapse to
     ~1e-9 and the label distributions leak their mass. With all scores 0 the weights are uniform (1/K).
@@ -130,6 +140,39 @@ def aggregate(scores: torch.Tensor, probs: torch.Tensor, neighbours: torch.Tenso
     """Normalised neighbourhood aggregation, one term of eq. 4: sum_k w_ik p_k with w = normalised c -> N x C."""
     w = normalised_weights(scores, eps)  # N x K
     return (w[..., None] * probs[neighbours].float()).sum(1)  # N x C
+
+
+def softmax_weights(scores: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Variant of eq. 4's normalisation (switch ``score_temperature``): w_ik = softmax_k(c_ik / T), N x K.
+
+    Rows sum to 1 whatever the scores, and equal scores give uniform weights as in eq. 4; unlike c / sum(c) the
+    ratio of two weights is exp((c_i - c_j) / T), so scores in (0, 1) can still single out a neighbour after the
+    score networks have drifted towards a common value (with T = 0.1 a score gap of 0.3 weighs 20x)."""
+    return (scores.float() / temperature).softmax(1)
+
+
+def sharpen(dist: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Target sharpening (switch ``sharpen``): p^(1/T) renormalised per row, N x C; T = 1 leaves p unchanged,
+    T < 1 moves mass to the largest entry while keeping its argmax. Computed in log space for stability."""
+    if temperature == 1.0:
+        return dist
+    return F.softmax(dist.clamp(min=1e-12).log() / temperature, dim=1)
+
+
+def knn_memory(feat_i: torch.Tensor, bank: torch.Tensor, k: int, self_index: torch.Tensor,
+               seen: torch.Tensor) -> torch.Tensor:
+    """Eq. 1-2 against a memory of the whole training set (switch ``neighbours=memory``): indices N x K into
+    ``bank`` (num_train x d) of the K most cosine-similar rows that were ever written (``seen``), the sample's own
+    row (``self_index``, training indices) excluded."""
+    a = F.normalize(feat_i.detach().float(), dim=1)
+    b = F.normalize(bank.float(), dim=1)
+    sim = a @ b.T  # N x num_train
+    sim = sim.masked_fill(~seen[None, :], -math.inf)
+    sim[torch.arange(len(a), device=sim.device), self_index] = -math.inf
+    available = int(seen.sum()) - 1
+    if k > available:
+        raise LanetError(f"K={k} neighbours need at least {k + 1} remembered images, got {available + 1}")
+    return sim.topk(k, dim=1).indices
 
 
 def ema_target(memory: torch.Tensor, current: torch.Tensor, omega: float) -> torch.Tensor:
@@ -286,6 +329,12 @@ class LANet(Method):
         EL: bool = True
         PL: bool = True
         warmup_epochs: int = 0  # epochs of CE (+ landmark loss) before LDE and EL start; 0 = the paper
+        # -- variants beyond the paper (defaults = the paper's form; docs/methods.md gives the measurements)
+        neighbours: str = "batch"  # batch (eq. 1-2 in the global batch) | memory (the whole training set)
+        score_temperature: float = 0.0  # 0: eq. 4's c / sum(c); > 0: softmax(c / T) over the K neighbours
+        sharpen: float = 1.0  # temperature on each space's aggregate before eq. 5 (1 = none, < 1 sharpens)
+        consistency: float = 0.0  # weight of EAC's flip/erase CAM consistency on the expression branch (0 = off)
+        erase_p: float = 0.5  # with consistency > 0: erasing probability of the mirrored view (EAC's)
 
     def __init__(self, spec: MethodSpec, params: dict | None = None):
         super().__init__(spec, params)
@@ -299,6 +348,16 @@ class LANet(Method):
         if (not 0 <= p.omega < 1 or not 0 < p.momentum <= 1 or p.tau <= 0 or p.K < 1 or p.queue_size < 1
                 or p.warmup_epochs < 0 or not 0 <= p.delta <= 1):
             raise LanetError(f"invalid LA-Net hyperparameters: {p}")
+        if p.neighbours not in ("batch", "memory"):
+            raise LanetError(f"method.params.neighbours must be batch or memory, got {p.neighbours!r}")
+        if not (p.score_temperature >= 0 and math.isfinite(p.score_temperature)):
+            raise LanetError(f"method.params.score_temperature must be 0 (eq. 4) or positive, "
+                             f"got {p.score_temperature}")
+        if not (0 < p.sharpen <= 10):
+            raise LanetError(f"method.params.sharpen must be in (0, 10] (1 = no sharpening), got {p.sharpen}")
+        if not (0 <= p.consistency < 1e4) or not 0 <= p.erase_p <= 1:
+            raise LanetError(f"method.params.consistency must be >= 0 and erase_p in [0, 1], got {p.consistency}, "
+                             f"{p.erase_p}")
         self.use_landmarks = p.LM or p.EL
         self.num_classes = spec.num_classes
         if self.use_landmarks and spec.num_landmarks == 0:
@@ -327,6 +386,17 @@ class LANet(Method):
                 self.score_v = ContributionScore(dim_v)
             labels = torch.as_tensor(np.asarray(spec.train_labels), dtype=torch.long)
             self.register_buffer("memory", F.one_hot(labels, spec.num_classes).float())  # num_train x C
+            if p.neighbours == "memory":
+                # the latest expression/landmark features and predictions of every training image
+                n = len(labels)
+                self.register_buffer("bank_u", torch.zeros(n, dim_u))
+                self.register_buffer("bank_p", torch.zeros(n, spec.num_classes))
+                self.register_buffer("bank_seen", torch.zeros(n, dtype=torch.bool))
+                # clean labels of the visited images, for the neighbour-purity diagnostic only (never in a loss);
+                # a buffer so that a resumed run reports the same numbers
+                self.register_buffer("diag_clean_label", torch.full((n,), -1, dtype=torch.long))
+                if p.LM:
+                    self.register_buffer("bank_v", torch.zeros(n, dim_v))
         if p.EL:
             self.encoder_k = copy.deepcopy(self.encoder)
             for q in self.encoder_k.parameters():
@@ -343,8 +413,9 @@ class LANet(Method):
     def _encode(self, enc: nn.ModuleDict, x: torch.Tensor) -> dict[str, torch.Tensor]:
         bb: ResNet = enc["backbone"]  # type: ignore[assignment]
         c1 = bb.layer1(bb.stem(x))  # N x 64e x H/4
-        u = bb.pool(bb.layer4(bb.layer3(bb.layer2(c1))))  # N x 512e
-        out = {"u": u, "logits": bb.forward_head(u)}
+        fmap_u = bb.layer4(bb.layer3(bb.layer2(c1)))  # N x 512e x H/32
+        u = bb.pool(fmap_u)  # N x 512e
+        out = {"u": u, "logits": bb.forward_head(u), "fmap_u": fmap_u}
         if self.use_landmarks:
             c2 = enc["lm2"](c1)
             c3 = enc["lm3"](c2)
@@ -406,6 +477,10 @@ class LANet(Method):
             l_lm = self._landmark_loss(out, batch)
             loss = loss + p.lm_weight * l_lm
             logs["lm"] = l_lm.detach()
+        if p.consistency > 0:
+            l_cons = self._consistency(out["fmap_u"], batch)
+            loss = loss + p.consistency * l_cons
+            logs["flip_consistency"] = l_cons.detach()
         if not self.lde_active(batch.epoch):
             return loss, logs  # warm-up: cross-entropy (and the landmark loss) only
 
@@ -435,9 +510,30 @@ class LANet(Method):
             self._pseudo_label_diagnostics(pl, pl_all, batch)
         return loss, logs
 
+    def _consistency(self, fmap: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """Variant (switch ``consistency``): EAC's loss on the expression branch. The mirrored image, randomly
+        erased as in EAC, goes through the backbone; its class activation maps, flipped back, must match those of
+        the training view (MSE; classifier weights detached, :mod:`lanet.methods.eac`)."""
+        from .eac import class_activation_maps, flip_consistency, random_erase
+
+        bb: ResNet = self.encoder["backbone"]  # type: ignore[assignment]
+        g = torch.Generator().manual_seed(3_000_017 * 13 + int(batch.step))
+        mirrored = random_erase(torch.flip(batch.images, dims=[3]), g, self.params.erase_p)
+        f2 = bb.forward_features(mirrored)  # N x 512e x h x w
+        w = bb.fc.weight.float()
+        return flip_consistency(class_activation_maps(fmap.float(), w), class_activation_maps(f2.float(), w))
+
+    def _weights(self, scores: torch.Tensor) -> torch.Tensor:
+        """Eq. 4's normalisation of contribution scores, or its softmax variant (``score_temperature``)."""
+        t = self.params.score_temperature
+        return normalised_weights(scores) if t == 0 else softmax_weights(scores, t)
+
     def _label_distribution(self, out: dict[str, torch.Tensor], logits: torch.Tensor, batch: Batch) -> torch.Tensor:
-        """Eq. 1-5 for this process's samples, neighbours searched in the global batch; updates the memory."""
+        """Eq. 1-5 for this process's samples, neighbours searched in the global batch (or, with
+        ``neighbours=memory``, the whole training set); updates the memory."""
         p = self.params
+        if p.neighbours == "memory":
+            return self._label_distribution_memory(out, logits, batch)
         n = len(logits)
         offset = dist.get_rank() * n if is_distributed() else 0
         self_index = torch.arange(n, device=logits.device) + offset
@@ -445,17 +541,74 @@ class LANet(Method):
         u_all = all_gather_with_grad(out["u"].float())
         nb_u = knn(out["u"], u_all, p.K, self_index)
         scores = {"u": self.score_u(out["u"].float(), u_all, nb_u)}  # N x K
-        current = aggregate(scores["u"], probs_all, nb_u)
+        current = self._aggregate(scores["u"], probs_all[nb_u])
         if p.LM:
             v_all = all_gather_with_grad(out["v"].float())
             nb_v = knn(out["v"], v_all, p.K, self_index)
             scores["v"] = self.score_v(out["v"].float(), v_all, nb_v)
-            current = 0.5 * (current + aggregate(scores["v"], probs_all, nb_v))
+            current = 0.5 * (current + self._aggregate(scores["v"], probs_all[nb_v]))
         target = ema_target(self.memory[batch.index], current, p.omega)  # eq. 5
         self._check_distribution(target, batch)
         self._update_memory(batch.index, target.detach())
         self._target_diagnostics(target.detach(), scores, batch)
+        self._neighbour_diagnostics({"u": nb_u, **({"v": nb_v} if p.LM else {})}, batch)
         return target
+
+    def _aggregate(self, scores: torch.Tensor, nb_probs: torch.Tensor) -> torch.Tensor:
+        """One space's term of eq. 4 from scores N x K and the neighbours' predictions N x K x C, sharpened
+        when ``sharpen`` < 1 (rows sum to 1 either way)."""
+        w = self._weights(scores)  # N x K
+        return sharpen((w[..., None] * nb_probs.float()).sum(1), self.params.sharpen)  # N x C
+
+    def _label_distribution_memory(self, out: dict[str, torch.Tensor], logits: torch.Tensor,
+                                   batch: Batch) -> torch.Tensor:
+        """Eq. 1-5 with neighbours from a memory of the whole training set (variant ``neighbours=memory``).
+
+        The memory holds each training image's latest features u, v and prediction, written at every visit
+        (the global batch's are written first, so they are fresh). Every class then has candidates whatever the
+        batch holds; the neighbours' predictions are remembered values (no gradient reaches the neighbours'
+        logits, unlike in-batch eq. 4), while the score networks train as before."""
+        p = self.params
+        u = out["u"].float()
+        self._remember(batch.index, u, out["v"].float() if p.LM else None, logits.softmax(1))
+        nb_u = knn_memory(u, self.bank_u, p.K, batch.index, self.bank_seen)  # N x K training indices
+        scores = {"u": self.score_u.score_rows(u, self.bank_u[nb_u])}
+        current = self._aggregate(scores["u"], self.bank_p[nb_u])
+        nbs = {"u": nb_u}
+        if p.LM:
+            v = out["v"].float()
+            nb_v = knn_memory(v, self.bank_v, p.K, batch.index, self.bank_seen)
+            scores["v"] = self.score_v.score_rows(v, self.bank_v[nb_v])
+            current = 0.5 * (current + self._aggregate(scores["v"], self.bank_p[nb_v]))
+            nbs["v"] = nb_v
+        target = ema_target(self.memory[batch.index], current, p.omega)  # eq. 5
+        self._check_distribution(target, batch)
+        self._update_memory(batch.index, target.detach())
+        self._target_diagnostics(target.detach(), scores, batch)
+        self._memory_neighbour_diagnostics(nbs, batch)
+        return target
+
+    @torch.no_grad()
+    def _remember(self, index: torch.Tensor, u: torch.Tensor, v: torch.Tensor | None, probs: torch.Tensor) -> None:
+        """Write the global batch's features and predictions into the training-set memory."""
+        idx = all_gather_cat(index)
+        self.bank_u[idx] = all_gather_cat(u.detach())
+        self.bank_p[idx] = all_gather_cat(probs.detach().float())
+        if v is not None:
+            self.bank_v[idx] = all_gather_cat(v.detach())
+        self.bank_seen[idx] = True
+
+    @torch.no_grad()
+    def _memory_neighbour_diagnostics(self, neighbours: dict[str, torch.Tensor], batch: Batch) -> None:
+        """Neighbour purity for memory neighbours (training indices), from the run's clean training labels."""
+        if batch.clean_labels is None:
+            return
+        clean = self.diag_clean_label
+        clean[all_gather_cat(batch.index)] = all_gather_cat(batch.clean_labels)
+        for space, nb in neighbours.items():
+            known = clean[nb] >= 0  # N x K (every neighbour was visited, so its label is known)
+            same = (clean[nb] == batch.clean_labels[:, None]) & known
+            self._accumulate(f"neighbour_purity_{space}", same.sum(), known.sum())
 
     # ---------------------------------------------------------------------------------------- invariants
     @torch.no_grad()
@@ -522,7 +675,7 @@ class LANet(Method):
         self._accumulate("target_agrees_train_label", (arg == batch.labels).sum(), n)
         for space, c in scores.items():
             c = c.detach().float()
-            w = normalised_weights(c)
+            w = self._weights(c)
             self._accumulate(f"score_{space}_mean", c.mean())
             self._minimum(f"score_{space}_min", c.min())
             # entropy of the aggregation weights: ln K = uniform, 0 = one neighbour takes everything
@@ -536,6 +689,18 @@ class LANet(Method):
             self._accumulate("target_corrects_flipped", (flipped & (arg == clean)).sum(), flipped.sum())
             # harm: clean labels whose target moved to another class
             self._accumulate("target_moves_clean", (~flipped & (arg != clean)).sum(), (~flipped).sum())
+
+    @torch.no_grad()
+    def _neighbour_diagnostics(self, neighbours: dict[str, torch.Tensor], batch: Batch) -> None:
+        """Neighbour purity per space: the share of an anchor's K neighbours whose clean label equals the
+        anchor's clean label (u: expression space, v: landmark space). Needs the clean labels (diagnostics)."""
+        if batch.clean_labels is None:
+            return
+        clean = batch.clean_labels
+        clean_all = all_gather_cat(clean)  # M, aligned with the global batch the neighbours index
+        for space, nb in neighbours.items():
+            same = clean_all[nb] == clean[:, None]  # N x K
+            self._accumulate(f"neighbour_purity_{space}", same.sum(), same.numel())
 
     @torch.no_grad()
     def _pseudo_label_diagnostics(self, pl: torch.Tensor, pl_all: torch.Tensor, batch: Batch) -> None:

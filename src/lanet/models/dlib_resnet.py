@@ -86,13 +86,24 @@ INSTALL_HINT = "pip install 'lanet[landmarks]' (or face_recognition_models)"
 STAGES = ((32, 3, 1), (64, 4, 2), (128, 3, 2), (256, 3, 2), (256, 1, 2))  # channels, blocks, first stride
 DESCRIPTOR_DIM = 128
 
-#: arch name -> (pad the stride-2 layers, normalisation form)
-VARIANTS: dict[str, tuple[bool, str]] = {
-    "dlib_resnet": (False, "bn"),
-    "dlib_resnet_affine": (False, "affine"),
-    "dlib_resnet_small": (True, "bn"),
-    "dlib_resnet_small_affine": (True, "affine"),
+#: arch name -> (pad the stride-2 layers, normalisation form, output stride)
+VARIANTS: dict[str, tuple[bool, str, int]] = {
+    "dlib_resnet": (False, "bn", 32),
+    "dlib_resnet_affine": (False, "affine", 32),
+    "dlib_resnet_small": (True, "bn", 32),
+    "dlib_resnet_small_affine": (True, "affine", 32),
+    # both 256 stages at stride 1: a 4 x 4 last map at 64 px instead of 1 x 1 (EAC's attention maps need area)
+    "dlib_resnet_small_os16": (True, "bn", 16),
 }
+
+
+def stage_strides(output_stride: int) -> tuple[int, ...]:
+    """First-block stride of each of :data:`STAGES` for an output stride of 32 (dlib's) or 16 (the two 256
+    stages unstrided; the filters are the same, only their step changes)."""
+    if output_stride not in (16, 32):
+        raise LanetError(f"dlib_resnet output stride must be 16 or 32, got {output_stride}")
+    strides = tuple(s for _, _, s in STAGES)
+    return strides if output_stride == 32 else strides[:3] + (1, 1)
 
 
 # ------------------------------------------------------------------------------------------------ layers
@@ -194,7 +205,7 @@ class DlibBlock(nn.Module):
         return F.relu(add_prev(out, identity), inplace=True)
 
 
-def _size_after(size: int, pad_strided: bool) -> list[int]:
+def _size_after(size: int, pad_strided: bool, output_stride: int = 32) -> list[int]:
     """Spatial size after the stem and after each stage for a ``size`` x ``size`` input (0 = too small)."""
     p = 1 if pad_strided else 0
 
@@ -204,7 +215,10 @@ def _size_after(size: int, pad_strided: bool) -> list[int]:
 
     s = strided(strided(size, 7), 3)  # conv 7x7/2, max-pool 3x3/2
     sizes = [s]
-    for _ in STAGES[1:]:
+    for stride in stage_strides(output_stride)[1:]:
+        if stride == 1:
+            sizes.append(s)
+            continue
         conv = strided(s, 3)
         pool = (-(-s // 2) if pad_strided else s // 2) if s > 0 else 0  # the skip's 2x2/2 average pool
         s = max(conv, pool) if conv else 0  # add_prev pads to the larger map
@@ -212,9 +226,15 @@ def _size_after(size: int, pad_strided: bool) -> list[int]:
     return sizes
 
 
-def min_input_size(pad_strided: bool) -> int:
+def min_input_size(pad_strided: bool, output_stride: int = 32) -> int:
     """Smallest square input every layer of the variant can process."""
-    return next(n for n in range(1, 1024) if min(_size_after(n, pad_strided)) > 0)
+    return next(n for n in range(1, 1024) if min(_size_after(n, pad_strided, output_stride)) > 0)
+
+
+def last_map_size(arch: str, image_size: int) -> int:
+    """Side of the last feature map (``layer4``'s output) of a :data:`VARIANTS` network at ``image_size``."""
+    pad_strided, _, output_stride = VARIANTS[arch]
+    return _size_after(image_size, pad_strided, output_stride)[-1]
 
 
 MIN_EXACT_SIZE = min_input_size(False)
@@ -230,20 +250,23 @@ class DlibResNet(nn.Module):
         in_chans: 1 (grey) or 3 (RGB).
         dropout: dropout before ``fc``.
         pad_strided: the small-input variant (padding on the stride-2 layers).
+        output_stride: 32 (dlib's) or 16 (the two 256 stages unstrided: 4x the last map's area).
         norm: ``"bn"`` (:class:`FoldedBatchNorm2d`) or ``"affine"`` (:class:`Affine`).
         input_mean, input_std: the normalisation lanet applied to the input (default: BatchAugment's).
     """
 
     def __init__(self, num_classes: int = 8, in_chans: int = 3, dropout: float = 0.0, pad_strided: bool = False,
                  norm: str = "bn", input_mean: tuple[float, ...] | None = None,
-                 input_std: tuple[float, ...] | None = None):
+                 input_std: tuple[float, ...] | None = None, output_stride: int = 32):
         super().__init__()
         if in_chans not in (1, 3):
             raise LanetError(f"dlib_resnet takes 1 or 3 input channels, got {in_chans}")
         if norm not in ("bn", "affine"):
             raise LanetError(f"dlib_resnet normalisation must be 'bn' or 'affine', got {norm!r}")
         self.num_classes, self.in_chans, self.pad_strided, self.norm = num_classes, in_chans, pad_strided, norm
-        self.min_size = min_input_size(pad_strided)
+        self.output_stride = output_stride
+        strides = stage_strides(output_stride)
+        self.min_size = min_input_size(pad_strided, output_stride)
         make_norm: Callable[[int], nn.Module] = FoldedBatchNorm2d if norm == "bn" else Affine
         p = 1 if pad_strided else 0
         self.conv1 = nn.Conv2d(in_chans, 32, 7, 2, 3 * p)
@@ -251,7 +274,7 @@ class DlibResNet(nn.Module):
         self.maxpool = nn.MaxPool2d(3, 2, p)
         layers: list[list[nn.Module]] = []
         inplanes = 32
-        for planes, blocks, stride in STAGES:
+        for (planes, blocks, _), stride in zip(STAGES, strides):
             stage = [DlibBlock(inplanes, planes, stride, pad_strided, make_norm)]
             stage += [DlibBlock(planes, planes, 1, pad_strided, make_norm) for _ in range(1, blocks)]
             layers.append(stage)
@@ -456,8 +479,8 @@ def create_dlib_resnet(arch: str, num_classes: int, in_chans: int, dropout: floa
     number of classes is dropped with a message)."""
     if arch not in VARIANTS:
         raise LanetError(f"unknown dlib architecture {arch!r}; expected one of {', '.join(VARIANTS)}")
-    pad_strided, norm = VARIANTS[arch]
-    model = DlibResNet(num_classes, in_chans, dropout, pad_strided=pad_strided, norm=norm)
+    pad_strided, norm, output_stride = VARIANTS[arch]
+    model = DlibResNet(num_classes, in_chans, dropout, pad_strided=pad_strided, norm=norm, output_stride=output_stride)
     if pretrained == "dlib":
         load_dlib_weights(model, dlib_model_path())
     elif pretrained.endswith(".dat"):
