@@ -324,3 +324,21 @@ def test_trainer_runs_and_exports_a_dlib_backbone(tmp_path):
     assert 0.0 <= summary["test_accuracy"] <= 1.0
     model, meta = load_classifier(tmp_path / "run" / "model_final.pt")
     assert isinstance(model, dr.DlibResNet) and meta["module"] == "resnet" and meta["arch"] == "dlib_resnet_small"
+
+
+def test_output_stride_16_variant_keeps_the_weights_and_enlarges_the_last_map(tmp_path):
+    """dlib_resnet_small_os16: both 256 stages unstrided, same parameters, a 3 x 3 map at 48 px (1 x 1 at 64 px
+    for dlib_resnet_small), so EAC's attention maps have area."""
+    assert dr.last_map_size("dlib_resnet_small", 64) == 1 and dr.last_map_size("dlib_resnet_small", 48) == 1
+    assert dr.last_map_size("dlib_resnet_small_os16", 48) == 3 and dr.last_map_size("dlib_resnet_small_os16", 64) == 4
+    small = create_model("dlib_resnet_small", 8, 1)
+    torch.save(small.state_dict(), tmp_path / "small.pt")
+    os16 = create_model("dlib_resnet_small_os16", 8, 1, pretrained=str(tmp_path / "small.pt"))
+    assert {k: v.shape for k, v in small.state_dict().items()} == {k: v.shape for k, v in os16.state_dict().items()}
+    assert all(torch.equal(v, os16.state_dict()[k]) for k, v in small.state_dict().items())
+    os16.eval()
+    with torch.no_grad():
+        assert os16.forward_features(torch.randn(2, 1, 48, 48)).shape == (2, 256, 3, 3)
+        assert os16(torch.randn(2, 1, 48, 48)).shape == (2, 8)
+    with pytest.raises(LanetError, match="output stride must be 16 or 32"):
+        dr.stage_strides(8)
