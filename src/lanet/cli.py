@@ -34,7 +34,7 @@ _TRAIN_FLAGS: dict[str, tuple[str, str]] = {
     "--noise": ("noise.type", "label noise: none | symmetric | asymmetric | annotator"),
     "--noise-rate": ("noise.rate", "fraction of training labels to corrupt"),
     "--arch": ("model.arch", "backbone: resnet18 | resnet50 | dlib_resnet (>= 103 px) | dlib_resnet_small "
-                              "(48-96 px), each also as ..._affine"),
+                              "(48-96 px), dlib_resnet_small_os16 (3x3 last map at 48 px), ..._affine forms"),
     "--pretrained": ("model.pretrained", "pretrained state dict to load by key mapping, or dlib (dlib_* archs)"),
     "--epochs": ("train.epochs", "training epochs"),
     "--batch-size": ("train.batch_size", "global batch size"),

@@ -86,8 +86,9 @@ class AugmentConfig:
 @dataclass
 class ModelConfig:
     arch: str = _f("resnet18", "backbone: resnet18 | resnet50 | dlib_resnet (dlib's face-recognition ResNet, inputs "
-                   ">= 103 px) | dlib_resnet_small (48-96 px); dlib_resnet[_small]_affine keep dlib's fixed-statistics "
-                   "affine layers instead of BatchNorm")
+                   ">= 103 px) | dlib_resnet_small (48-96 px) | dlib_resnet_small_os16 (its 256 stages unstrided: "
+                   "a 3x3 last map at 48 px); dlib_resnet[_small]_affine keep dlib's fixed-statistics affine layers "
+                   "instead of BatchNorm")
     pretrained: str = _f("", "path to a state dict (e.g. MS-Celeb-1M ResNet-18) loaded by key mapping, or dlib: "
                          "the face-recognition weights installed with face_recognition_models (dlib_* archs)")
     dropout: float = _f(0.0, "dropout before the classifier")
