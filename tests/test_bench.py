@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 from helpers import interrupt_second_epoch
 
-from lanet import bench as bench_mod
 from lanet.bench import (
     PRESETS,
     TABLES,
@@ -25,6 +24,7 @@ from lanet.bench import (
     label_distribution_js,
     run_benchmark,
 )
+from lanet.bench import runs as bench_mod  # the grid runner calls runs.train: tests replace it there
 from lanet.cli import build_parser, main
 from lanet.errors import LanetError
 
@@ -437,7 +437,7 @@ def test_cpu_preset_plans_ferplus_runs(ferplus_root, capsys):
 
 def test_trajectory_gives_the_release_rule_and_eacs_last5_rule(tmp_path):
     """Best test epoch (first of ties), mean of exactly the last 5 epochs, final-epoch mechanism diagnostics."""
-    from lanet.bench import _trajectory
+    from lanet.bench.render import _trajectory
 
     accs = [0.50, 0.70, 0.62, 0.70, 0.60, 0.58, 0.56, 0.54]
     lines = [{"epoch": e, "test_accuracy": a} for e, a in enumerate(accs)]
