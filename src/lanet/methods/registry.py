@@ -19,7 +19,7 @@ def register(cls: type[Method]) -> type[Method]:
 def _load_builtin() -> None:
     import importlib
 
-    for mod in ("baseline", "lanet", "scn", "rul", "eac"):
+    for mod in ("baseline", "lanet", "scn", "rul", "eac", "nla", "resup"):
         try:
             importlib.import_module(f"{__package__}.{mod}")
         except ModuleNotFoundError as exc:
