@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from .config import Config, apply_dict, config_from_dict, set_override
+from .config import Config, apply_dict, config_from_dict, set_override, validate_config
 from .errors import LanetError
 from .fileutil import RunDirectoryBusy, atomic_open, run_lock
 from .train.checkpoint import metrics_by_epoch
@@ -1030,6 +1030,11 @@ def run_benchmark(tables: Sequence[str], preset: str = "smoke", *, root: str | N
     if not render_only:
         specs = [s for t in sorted(names, key=lambda n: n == "table6")  # table6 last: it reuses the others' runs
                  for s in grid(t, run_seeds, methods_l, rates_l)]
+        for spec in specs:  # every run's values, before any run directory is made
+            try:
+                validate_config(bench.config(spec))
+            except LanetError as exc:
+                raise LanetError(f"{spec.table}/{spec.name}: {exc}") from exc
         data_name = bench.config(specs[0]).data.name if specs else "synthetic"
         if specs and not dry_run and data_name != "synthetic":
             data_root = bench.config(specs[0]).data.root
