@@ -35,7 +35,7 @@ import numpy as np
 
 from .classes import CLASSES
 from .errors import LanetError
-from .fileutil import atomic_open
+from .fileutil import atomic_open, csv_cell
 
 SOURCES = ("auto", "distributions", "model")
 CSV_COLUMNS = ("rank", "name", "given_label", "suggested_label", "score", "margin", "p_given", "p_suggested",
@@ -215,8 +215,9 @@ def audit_csv(audit: Audit, top: int | None = None) -> str:
     order = audit.order if top is None else audit.order[:top]
     noise = audit.noise_type != "none"
     for rank, i in enumerate(order, 1):
-        w.writerow([rank, audit.names[i], CLASSES[audit.given[i]], CLASSES[s.suggested[i]], _fmt(s.score[i]),
-                    _fmt(s.margin[i]), _fmt(s.p_given[i]), _fmt(s.p_suggested[i]), CLASSES[audit.dataset_labels[i]],
+        w.writerow([rank, csv_cell(str(audit.names[i])), CLASSES[audit.given[i]], CLASSES[s.suggested[i]],
+                    _fmt(s.score[i]), _fmt(s.margin[i]), _fmt(s.p_given[i]), _fmt(s.p_suggested[i]),
+                    CLASSES[audit.dataset_labels[i]],
                     int(audit.changed[i]) if noise else "",
                     "" if audit.human_share is None else _fmt(float(audit.human_share[i])), audit.source])
     return buf.getvalue()

@@ -217,7 +217,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from .export import run_export
 
-    return run_export(args.model, args.format, args.out)
+    return run_export(args.model, args.format, args.out, force=args.force)
 
 
 def cmd_methods(args: argparse.Namespace) -> int:
@@ -375,7 +375,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "some inputs could not be read (listed at the end), 2 when none could.")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="images, folders (searched recursively) and videos")
     p.add_argument("--model", required=True, metavar="RUN_DIR|FILE", help="a run directory (model_val_selected.pt "
-                   "if present, else model_final.pt), an exported .pt, an .onnx or TorchScript file (lanet export)")
+                   "if present, else model_final.pt), an exported .pt, an .onnx or TorchScript file (lanet export; "
+                   "TorchScript is code, loaded only from a file named here: pass only files you trust)")
     p.add_argument("--out", default=None, metavar="FILE", help="results.csv or results.jsonl (default: JSON lines "
                    "on stdout)")
     p.add_argument("--annotate", default=None, metavar="DIR", help="write copies of the inputs with boxes and labels")
@@ -403,6 +404,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="onnx", choices=["onnx", "torchscript"], help="output format (default onnx)")
     p.add_argument("--out", default=None, metavar="FILE", help="output file (default: next to the model, .onnx or "
                    ".torchscript.pt)")
+    p.add_argument("--force", action="store_true", help="replace an existing file of a run directory (never the "
+                   "model being exported)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("methods", help="list registered methods and their hyperparameters")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import re
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
@@ -20,9 +21,21 @@ from .errors import LanetError
 
 
 class _Loader(yaml.SafeLoader):
-    """YAML's safe loader, except that ``1e-4``, ``5E3`` and ``-2e-1`` are numbers (YAML 1.1 wants ``1.0e-4``)."""
+    """YAML's safe loader, except that ``1e-4``, ``5E3`` and ``-2e-1`` are numbers (YAML 1.1 wants ``1.0e-4``) and
+    that numbers are decimal only: YAML 1.1 reads ``0x10`` as 16, ``010`` as 8 and ``1:30`` as 90, which no one
+    means by ``--epochs 0x10``; here they stay text, so the key that wants a number names them."""
 
 
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag not in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:int", re.compile(r"^[-+]?(?:0|[1-9][0-9_]*)$"), list("-+0123456789"))
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^(?:[-+]?[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?|[-+]?\.[0-9][0-9_]*(?:[eE][-+]?[0-9]+)?"
+               r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+    list("-+0123456789."))
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
@@ -219,6 +232,9 @@ def set_override(cfg: Config, assignment: str) -> None:
         return
     if not is_dataclass(target) or last not in {f.name for f in fields(target)}:
         raise LanetError(f"unknown configuration key {key!r}")
+    if is_dataclass(getattr(target, last)):
+        keys = ", ".join(f"{key}.{f.name}" for f in fields(getattr(target, last))[:3])
+        raise LanetError(f"{key} is a section, not a value; set one of its keys ({keys}, ...; see lanet config)")
     setattr(target, last, _coerce(raw, getattr(target, last), key))
 
 
@@ -259,13 +275,15 @@ def reference() -> str:
 def read_yaml_mapping(path: str | Path, empty_ok: bool = False) -> dict[str, Any]:
     """The mapping in a YAML file; a missing, unreadable, empty (unless ``empty_ok``), malformed or non-mapping
     file is a one-line :class:`LanetError` naming the file (and the line of a syntax error)."""
+    from .fileutil import read_text
+
     p = Path(path)
     try:
-        text = p.read_text()
+        text = read_text(p)
     except FileNotFoundError as exc:
         raise LanetError(f"config file not found: {p}") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise LanetError(f"cannot read {p}: {getattr(exc, 'strerror', None) or exc}") from exc
+    except OSError as exc:
+        raise LanetError(f"cannot read {p}: {exc.strerror or exc}") from exc
     try:
         data = yaml_load(text)
     except yaml.YAMLError as exc:
@@ -290,7 +308,7 @@ def read_run_config(run_dir: str | Path) -> Config:
     data = read_yaml_mapping(path)
     try:
         cfg = config_from_dict(data)
-        validate_config(cfg)
+        validate_config(cfg, machine=False)
     except LanetError as exc:
         raise LanetError(f"{path}: {exc}") from exc
     return cfg
@@ -349,9 +367,13 @@ def _number(key: str, value: Any, integer: bool = False) -> float:
     kinds = (int,) if integer else (int, float)
     if isinstance(value, bool) or not isinstance(value, kinds):
         raise LanetError(f"{key} must be {'an integer' if integer else 'a number'}, got {value!r}")
-    if not math.isfinite(value):
+    if isinstance(value, float) and not math.isfinite(value):
         raise LanetError(f"{key} must be finite, got {value!r}")
     return value
+
+
+def _text(x: float) -> str:
+    return str(x) if isinstance(x, int) else f"{x:g}"
 
 
 def _at_least(key: str, value: Any, lo: float, integer: bool = True, why: str = "") -> None:
@@ -363,8 +385,8 @@ def _between(key: str, value: Any, lo: float, hi: float, integer: bool = False, 
              lo_open: bool = False) -> None:
     v = _number(key, value, integer)
     if v < lo or v > hi or (lo_open and v == lo) or (hi_open and v == hi):
-        raise LanetError(f"{key} must be in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}, "
-                         f"got {value!r}")
+        raise LanetError(f"{key} must be in {'(' if lo_open else '['}{_text(lo)}, {_text(hi)}"
+                         f"{')' if hi_open else ']'}, got {value!r}")
 
 
 def _one_of(key: str, value: Any, choices: Any) -> None:
@@ -373,13 +395,26 @@ def _one_of(key: str, value: Any, choices: Any) -> None:
 
 
 IMAGE_SIZE_RANGE = (32, 512)  # data.image_size: smaller loses the face, larger is not a CPU/GPU-sized network
+WIDTH_RANGE = (8, 256)  # model.width: 256 is a ResNet-18 of 180 M parameters (4x the standard 64 in each layer)
+MAX_SYNTHETIC = 1_000_000  # data.synthetic_size
+MAX_SYNTHETIC_BYTES = 8 * 2**30  # the generated images in memory
+MAX_SEED = 2**32 - 1
+MAX_THREADS = 4096  # train.threads of a saved run (read on another machine); a command's own is <= the cores
 
 
-def validate_config(cfg: Config) -> None:
+def cpu_cores() -> int:
+    """The CPU cores this process sees (``os.cpu_count``)."""
+    return os.cpu_count() or 1
+
+
+def validate_config(cfg: Config, machine: bool = True) -> None:
     """Check every value's type and range before anything is loaded or written; the first bad key raises a
     one-line :class:`LanetError` naming it. Method hyperparameters are checked against the method's own
-    parameter list (:meth:`lanet.methods.base.Method.parse_params`); checks that need the data (e.g. LA-Net's
-    landmark count) happen when the method is built, still before the run directory is written."""
+    parameter list (:meth:`lanet.methods.base.Method.parse_params`) and against the rest of the configuration
+    (:meth:`lanet.methods.base.Method.check_config`, e.g. LA-Net's K against the batch size); checks that need
+    the data (e.g. LA-Net's landmark count) happen when the method is built, still before the run directory is
+    written. ``machine``: also check values against this machine (``train.threads`` at most its cores); off for
+    a saved run's configuration, which another machine may have written."""
     from .data.augment import BatchAugment
     from .data.ferplus import PROTOCOLS
     from .data.loaders import DATASETS
@@ -396,8 +431,14 @@ def validate_config(cfg: Config) -> None:
     _between("data.val_fraction", d.val_fraction, 0.0, 1.0, hi_open=True)
     _at_least("data.limit", d.limit, 0, why=" (0 = all images)")
     _at_least("data.train_limit", d.train_limit, 0, why=" (0 = all training images)")
-    _at_least("data.synthetic_size", d.synthetic_size, 20)
-    _at_least("data.synthetic_seed", d.synthetic_seed, 0)
+    _between("data.synthetic_size", d.synthetic_size, 20, MAX_SYNTHETIC, integer=True)
+    _between("data.synthetic_seed", d.synthetic_seed, 0, MAX_SEED, integer=True)
+    if str(d.name).strip().lower() == "synthetic":
+        need = d.synthetic_size * (d.load_size or 48) ** 2 * (d.channels or 1)
+        if need > MAX_SYNTHETIC_BYTES:
+            raise LanetError(f"data.synthetic_size={d.synthetic_size} at data.load_size {d.load_size or 48} needs "
+                             f"{need / 2**30:.0f} GiB of images (at most {MAX_SYNTHETIC_BYTES / 2**30:.0f}); "
+                             "lower one of them")
 
     _one_of("noise.type", n.type, NOISE_TYPES)
     _between("noise.rate", n.rate, 0.0, 1.0, hi_open=True)
@@ -407,25 +448,29 @@ def validate_config(cfg: Config) -> None:
     if n.rate > 0 and n.type == "annotator":
         raise LanetError(f"noise.rate={n.rate:g} is not used by annotator noise (each label is one of the image's "
                          "own votes); leave it at 0")
-    _at_least("noise.seed", n.seed, -1, why=" (-1 = train.seed)")
+    _between("noise.seed", n.seed, -1, MAX_SEED, integer=True)  # -1 = train.seed
 
     BatchAugment(cfg.augment, d.image_size, 1)  # the augmentation ranges (crop, ratio, flip, jitter, erasing)
     if not isinstance(cfg.augment.balanced, bool):
         raise LanetError(f"augment.balanced must be true or false, got {cfg.augment.balanced!r}")
 
     _between("model.dropout", m.dropout, 0.0, 1.0, hi_open=True)
-    _at_least("model.width", m.width, 8)
+    _between("model.width", m.width, *WIDTH_RANGE, integer=True)
+    if m.width % 8:
+        raise LanetError(f"model.width must be a multiple of 8, got {m.width!r}")
 
-    _at_least("train.epochs", t.epochs, 1)
-    _at_least("train.batch_size", t.batch_size, 1)
-    if _number("train.lr", t.lr) <= 0:
-        raise LanetError(f"train.lr must be > 0, got {t.lr!r}")
-    _at_least("train.weight_decay", t.weight_decay, 0, integer=False)
-    _at_least("train.warmup_steps", t.warmup_steps, 0)
-    _between("train.seed", t.seed, 0, 2**32 - 1, integer=True)
+    _between("train.epochs", t.epochs, 1, 100_000, integer=True)
+    _between("train.batch_size", t.batch_size, 1, 1_000_000, integer=True)
+    _between("train.lr", t.lr, 0.0, 1.0, lo_open=True)  # Adam: 1e-3 is typical, above 1 every run diverges
+    _between("train.weight_decay", t.weight_decay, 0.0, 1.0)
+    _between("train.warmup_steps", t.warmup_steps, 0, 10**9, integer=True)
+    _between("train.seed", t.seed, 0, MAX_SEED, integer=True)
     _one_of("train.device", t.device, ("auto", "cpu", "cuda"))
-    _at_least("train.eval_batch_size", t.eval_batch_size, 1)
-    _at_least("train.threads", t.threads, 0, why=" (0 = all cores)")
+    _between("train.eval_batch_size", t.eval_batch_size, 1, 1_000_000, integer=True)
+    cores = cpu_cores() if machine else MAX_THREADS
+    if _number("train.threads", t.threads, integer=True) < 0 or t.threads > cores:
+        what = f"the {cores} CPU core(s) this machine has" if machine else "all cores"
+        raise LanetError(f"train.threads must be in [0, {cores}] (0 = {what}), got {t.threads!r}")
     _one_of("train.deterministic", t.deterministic, ("auto", "on", "off"))
     _at_least("train.log_every", t.log_every, 1)
     for key in ("amp", "channels_last", "checkpoint"):
@@ -434,4 +479,5 @@ def validate_config(cfg: Config) -> None:
 
     if not isinstance(cfg.method.params, dict):
         raise LanetError(f"method.params must be a mapping, got {cfg.method.params!r}")
-    get_method_class(cfg.method.name).parse_params(dict(cfg.method.params))
+    method = get_method_class(cfg.method.name)
+    method.check_config(method.parse_params(dict(cfg.method.params)), cfg)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ import torch
 
 from .errors import LanetError
 from .fileutil import atomic_open
-from .predict.backends import METADATA_KEY, ONNX_HINT, resolve_model_path
+from .predict.backends import METADATA_KEY, ONNX_HINT, announce_model, resolve_model_path
 from .predict.crop import with_defaults
 
 FORMATS = ("onnx", "torchscript")
@@ -48,24 +49,45 @@ def default_out(model_path: Path, fmt: str) -> Path:
     return model_path.with_suffix(".onnx" if fmt == "onnx" else ".torchscript.pt")
 
 
+#: Names an export may replace inside a run directory without ``force``: earlier exports.
+EXPORT_SUFFIXES = (".onnx", ".torchscript.pt")
+
+
+def check_destination(dest: Path, src: Path, force: bool = False) -> None:
+    """Refuse an ``--out`` that is the exported model itself (always) or an existing file of a run directory
+    (a folder holding ``config.yaml``) other than an earlier export, unless ``force``."""
+    if dest.is_dir():
+        raise LanetError(f"--out {dest} is a folder; give a file name, e.g. {dest / default_out(src, 'onnx').name}")
+    if dest.resolve() == src.resolve() or (dest.exists() and os.path.samefile(dest, src)):
+        raise LanetError(f"--out {dest} would overwrite the model it exports")
+    if not dest.parent.is_dir():
+        raise LanetError(f"--out: folder {dest.parent} does not exist")
+    in_run = (dest.parent / "config.yaml").is_file()
+    if in_run and (dest.exists() or dest.is_symlink()) and not dest.name.endswith(EXPORT_SUFFIXES) and not force:
+        raise LanetError(f"--out {dest} is a file of the run in {dest.parent}; export refuses to replace it (choose "
+                         "another --out, or pass --force)")
+
+
 def export_model(model: str | Path, fmt: str = "onnx", out: str | Path | None = None,
-                 verbose: bool = False) -> dict[str, Any]:
+                 verbose: bool = False, force: bool = False) -> dict[str, Any]:
     """Export a run directory's classifier (or an exported ``.pt``) to ``fmt``. Returns a dict with ``path``,
-    ``format``, ``source`` and ``max_abs_diff`` (None when the check could not run)."""
+    ``format``, ``source`` and ``max_abs_diff`` (None when the check could not run).
+
+    The destination is never the exported model itself, and an existing file of a run directory (other than an
+    earlier ``.onnx`` / ``.torchscript.pt`` export) is replaced only with ``force``."""
     from .models.io import load_classifier
 
     if fmt not in FORMATS:
         raise LanetError(f"unknown export format {fmt!r}; expected one of {', '.join(FORMATS)}")
-    src = resolve_model_path(model, verbose=verbose)
+    src = resolve_model_path(model)
     if src.suffix.lower() == ".onnx":
         raise LanetError(f"{src} is already an ONNX file; export from a run directory or its model_*.pt")
-    net, meta = load_classifier(src, "cpu")
-    meta = export_metadata(meta, src)
     dest = Path(out) if out else default_out(src, fmt)
-    if dest.resolve() == src.resolve():
-        raise LanetError(f"--out {dest} would overwrite the model it exports")
-    if not dest.parent.is_dir():
-        raise LanetError(f"--out: folder {dest.parent} does not exist")
+    check_destination(dest, src, force)
+    net, meta = load_classifier(src, "cpu")
+    if verbose:
+        announce_model(model, src)
+    meta = export_metadata(meta, src)
     size, chans = int(meta["image_size"]), int(meta["in_chans"])
     example = torch.randn(2, chans, size, size, generator=torch.Generator().manual_seed(0))
     if fmt == "onnx":
@@ -139,9 +161,9 @@ def check_export(net: torch.nn.Module, dest: Path, fmt: str, chans: int, size: i
     return float(max(np.abs(o - net(x).numpy()).max() for o, x in zip(outs, xs)))
 
 
-def run_export(model: str, fmt: str, out: str | None = None) -> int:
+def run_export(model: str, fmt: str, out: str | None = None, force: bool = False) -> int:
     """The CLI command: export, then print where it went and the check."""
-    res = export_model(model, fmt, out, verbose=True)
+    res = export_model(model, fmt, out, verbose=True, force=force)
     diff = res["max_abs_diff"]
     check = "not checked (onnxruntime not installed)" if diff is None else f"max |logit difference| {diff:.1e}"
     print(f"written {res['path']} ({fmt}, dynamic batch axis; from {res['source']}; {check} vs PyTorch)")

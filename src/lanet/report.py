@@ -80,6 +80,7 @@ class Analysis:
     audit_auroc: float | None = None
     audit_source: str = ""
     data_error: str = ""
+    labels_error: str = ""  # why the training labels (noise_changes.csv, noise.json) could not be rebuilt
     items: list[Figure | Skipped] = field(default_factory=list)
     net: Any = None
 
@@ -161,23 +162,36 @@ def json_key(d: dict[str, Any]) -> str:
 # ---------------------------------------------------------------------------------------------- analysis
 def analyse(run: RunData, slug: str, *, model: str, device: Any, batch_size: int, progress: bool) -> Analysis:
     """Load the run's dataset, labels and classifier and predict what the figures need: test logits and features,
-    and the training images' logits where the run has a noise record. A dataset that cannot be loaded leaves
-    only the curves (the reason is kept for the other figures)."""
+    and the training images' logits where the run has a noise record. Each input that cannot be read takes only
+    the figures that need it, and its reason names the file: a dataset that cannot be loaded leaves only the
+    curves; a bad noise record (``noise_changes.csv``) the loss and distribution figures; a bad
+    ``label_distributions.npz`` the distribution figure; a bad model file the figures of the classifier."""
     from .rundata import eval_transform
 
     a = Analysis(run, slug)
     try:
         fs = run.faceset
-        a.labels = run.training_labels()
-        a.distributions, a.distributions_note = run.label_distributions()
     except LanetError as exc:
         a.data_error = f"the run's dataset could not be read ({exc})"
         a.model_note = a.data_error
         return a
-    if a.labels.has_noise and a.distributions is not None:
+    try:
+        a.labels = run.training_labels()
+    except LanetError as exc:
+        a.labels_error = f"the run's training labels could not be rebuilt ({exc})"
+        a.distributions_note = a.labels_error
+    if a.labels is not None:
+        try:
+            a.distributions, a.distributions_note = run.label_distributions()
+        except LanetError as exc:
+            a.distributions_note = str(exc)
+    if a.labels is not None and a.labels.has_noise and a.distributions is not None:
         a.audit_auroc = auroc(label_scores(a.distributions, a.labels.given).score, a.labels.flipped)
         a.audit_source = "learned distributions"
-    net, _, a.model_note = run.load_model(model, device)
+    try:
+        net, _, a.model_note = run.load_model(model, device)
+    except LanetError as exc:
+        net, a.model_note = None, str(exc)
     if net is None:
         return a
     tf = eval_transform(run)
@@ -185,7 +199,7 @@ def analyse(run: RunData, slug: str, *, model: str, device: Any, batch_size: int
     a.test_idx = fs.indices("test")
     _log(f"{run.name}: {len(a.test_idx)} test images through {a.model_note.split(' (')[0]}", progress)
     a.test_logits, a.test_features = predict(net, fs.images[a.test_idx], tf, batch_size, device)
-    if a.labels.has_noise:
+    if a.labels is not None and a.labels.has_noise:
         _log(f"{run.name}: {len(a.labels.index)} training images (per-sample losses)", progress)
         a.train_logits, _ = predict(net, fs.images[a.labels.index], tf, batch_size, device, features=False)
         if a.distributions is None:
@@ -357,6 +371,8 @@ def fig_loss_hist(a: Analysis, out: Path) -> Figure | Skipped:
     title = "Per-sample training loss, clean vs flipped labels"
     if a.data_error:
         return Skipped(title, a.data_error)
+    if a.labels is None:
+        return Skipped(title, a.labels_error)
     if not a.labels.has_noise:
         kind = a.run.cfg.noise.type
         return Skipped(title, "the run was trained on the dataset's own labels (noise none): there are no flipped "
@@ -670,10 +686,10 @@ def make_report(run_dirs: list[str | Path], out: str | Path, *, root: str = "", 
 
     if not run_dirs:
         raise LanetError("give at least one run directory")
-    for key, value, lo in (("--batch-size", batch_size, 1), ("--tsne-points", tsne_points, 20),
-                           ("--samples", samples, 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < lo:
-            raise LanetError(f"{key} must be an integer >= {lo}, got {value!r}")
+    for key, value, lo, hi in (("--batch-size", batch_size, 1, 1_000_000), ("--tsne-points", tsne_points, 20, 100_000),
+                               ("--samples", samples, 1, 64), ("--seed", seed, 0, 2**32 - 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+            raise LanetError(f"{key} must be an integer in [{lo}, {hi}], got {value!r}")
     runs = [open_run(d, root=root) for d in run_dirs]  # every directory is checked before anything is computed
     _plt()
     try:

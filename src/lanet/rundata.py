@@ -31,6 +31,7 @@ from .classes import CLASSES
 from .config import Config, read_run_config
 from .data.faceset import FaceSet
 from .errors import LanetError
+from .fileutil import csv_value, open_text, read_text
 from .train.checkpoint import metrics_by_epoch
 
 MODEL_TAGS = ("final", "val_selected")
@@ -159,7 +160,7 @@ class RunData:
                 raise LanetError(f"{changes} is missing: the run's {kind} noise cannot be rebuilt")
             where = {str(n): i for i, n in enumerate(fs.names[idx])}
             names = {c: k for k, c in enumerate(CLASSES[:fs.num_classes])}
-            with changes.open(newline="") as fh:
+            with open_text(changes) as fh:
                 reader = csv.reader(fh)
                 header = next(reader, None)
                 if header != ["name", "clean", "noisy"]:
@@ -167,6 +168,7 @@ class RunData:
                 for row_no, row in enumerate(reader, 2):
                     if len(row) != 3 or row[1] not in names or row[2] not in names:
                         raise LanetError(f"{changes}:{row_no}: expected name,clean,noisy with class names, got {row}")
+                    row[0] = csv_value(row[0])  # a name written with a leading ' against spreadsheet formulas
                     i = where.get(row[0])
                     if i is None:
                         raise LanetError(f"{changes}:{row_no}: {row[0]!r} is not a training image of {fs.name}; "
@@ -193,7 +195,7 @@ class RunData:
         try:
             with np.load(path, allow_pickle=False) as z:
                 dist, names = np.asarray(z["distributions"], dtype=np.float64), z["names"]
-        except (OSError, ValueError, KeyError) as exc:
+        except Exception as exc:  # noqa: BLE001 - OSError, ValueError, KeyError, BadZipFile, EOFError of a bad file
             raise LanetError(f"{path}: unreadable label distributions ({exc})") from exc
         labels = self.training_labels()
         fs = self.faceset
@@ -224,7 +226,7 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(read_text(path))
     except (OSError, ValueError) as exc:
         raise LanetError(f"{path}: unreadable JSON ({exc})") from exc
     if not isinstance(data, dict):

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import Config, set_override
+from ..config import Config, set_override, validate_config
 from ..errors import LanetError
 from .presets import get_preset
 from .provenance import provenance
@@ -74,6 +74,11 @@ def run_benchmark(tables: Sequence[str], preset: str = "smoke", *, root: str | N
     if not render_only:
         specs = [s for t in sorted(names, key=lambda n: n == "table6")  # table6 last: it reuses the others' runs
                  for s in grid(t, run_seeds, methods_l, rates_l)]
+        for spec in specs:  # every run's values, before any run directory is made
+            try:
+                validate_config(bench.config(spec))
+            except LanetError as exc:
+                raise LanetError(f"{spec.table}/{spec.name}: {exc}") from exc
         data_name = bench.config(specs[0]).data.name if specs else "synthetic"
         if specs and not dry_run and data_name != "synthetic":
             data_root = bench.config(specs[0]).data.root

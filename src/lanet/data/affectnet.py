@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import LanetError
+from ..fileutil import open_text
 from .faceset import SPLITS, FaceSet
 from .imageio import array_signature, cached_arrays, content_signature, file_stats, load_images
 from .labels import carve_val
@@ -59,7 +60,7 @@ def _read_csv(path: Path, num_classes: int, dropped: dict[str, int],
               dropped_names: list[str]) -> list[tuple[str, tuple, str, int, int]]:
     """Rows kept by the class filter: (file path, box, landmark text, canonical label, line number)."""
     rows = []
-    with open(path, newline="", encoding="utf-8-sig") as fh:
+    with open_text(path) as fh:
         reader = csv.reader(fh)
         header = [h.strip() for h in next(reader, None) or []]
         absent = [c for c in COLUMNS if c not in header]

@@ -164,4 +164,8 @@ def data_report(faceset: FaceSet) -> str:
         if ignored:
             text += ", ignored: " + ", ".join(f"{k} {v}" for k, v in ignored.items())
         parts.append(text)
+    missing_val = faceset.meta.get("missing_val")  # a validation split the dataset should have had
+    if missing_val and not (faceset.split == SPLITS.index("val")).any():
+        parts.append(f"warning: no {missing_val}, so no validation split: model_val_selected.pt is not written "
+                     "(data.val_fraction carves one from train)")
     return "; ".join(parts)

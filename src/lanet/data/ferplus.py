@@ -50,6 +50,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import LanetError
+from ..fileutil import open_text
 from .faceset import SPLITS, FaceSet
 from .imageio import array_signature, cached_arrays, content_signature, convert_array, load_images
 from .labels import first_per_split, unique_rows
@@ -168,7 +169,7 @@ def _read_folders(root: Path) -> dict:
         found.append(folder)
         with os.scandir(d) as it:
             present = {e.name for e in it if e.is_file()}
-        with open(label_csv, newline="") as fh:
+        with open_text(label_csv) as fh:
             lines = [(line_no, row) for line_no, row in enumerate(csv.reader(fh), start=1)
                      if len(row) > 1 or (row and row[0].strip())]
         for line_no, row in lines:
@@ -209,7 +210,7 @@ def _cat(parts: list[np.ndarray], dtype: type) -> np.ndarray:
 
 def _read_vote_csv(new_csv: Path) -> dict:
     """Rows of fer2013new.csv with an image name (row index kept to find the pixels in fer2013.csv)."""
-    with open(new_csv, newline="", encoding="utf-8-sig") as fh:
+    with open_text(new_csv) as fh:
         reader = csv.reader(fh)
         header = next(reader, None)
         if not header or [h.strip() for h in header[:2]] != ["Usage", "Image name"] or len(header) != 12:
@@ -246,7 +247,7 @@ def _read_pixels(pixel_csv: Path, rows: np.ndarray, size: int, channels: int) ->
     wanted = {int(r): i for i, r in enumerate(rows)}
     texts: list[str] = [""] * len(rows)
     n_rows = 0
-    with open(pixel_csv, newline="", encoding="utf-8-sig") as fh:
+    with open_text(pixel_csv) as fh:
         reader = csv.reader(fh)
         header = [h.strip() for h in next(reader, None) or []]
         if "pixels" not in header:
@@ -356,6 +357,15 @@ def load_ferplus(
     images = cached_arrays(key, build, cache_dir)["images"]
     if len(images) != len(idx):
         raise LanetError(f"FERPlus cache entry holds {len(images)} images for {len(idx)} listed; delete the cache")
+    # the file that lists each split (named when a split is empty), and what is missing
+    missing_val = ""
+    if info["layout"] == "folders":
+        split_files = {s: str(root / f / "label.csv") if f in info["folders"] else f"{root / f} (folder missing)"
+                       for f, s in SPLIT_FOLDERS.items()}
+        if "FER2013Valid" not in info["folders"]:
+            missing_val = f"{root / 'FER2013Valid'} folder"
+    else:
+        split_files = dict.fromkeys(SPLITS, str(root / "fer2013new.csv"))
     return FaceSet(
         images=images,
         labels=labels[idx],
@@ -365,7 +375,7 @@ def load_ferplus(
         votes=votes10[idx][:, FROM_CANONICAL],
         name="ferplus",
         meta={"root": str(root), "layout": info["layout"], "protocol": protocol, "dropped": dropped,
-              "dropped_names": dropped_names,
+              "dropped_names": dropped_names, "split_files": split_files, "missing_val": missing_val,
               "limit": limit, "label_source": "FERPlus votes: " + ", ".join(
                   f"{c}->{int(t)}" for c, t in zip(COLUMNS, TO_CANONICAL, strict=False))},
     )

@@ -34,6 +34,7 @@ import numpy as np
 
 from ..classes import class_id
 from ..errors import LanetError
+from ..fileutil import open_text
 from .faceset import SPLITS, FaceSet
 from .imageio import IMAGE_EXTENSIONS, cached_arrays, content_signature, load_images
 from .labels import first_per_split, identical_across_splits, unique_rows
@@ -98,6 +99,7 @@ def _build(
         num_classes=8 if (label_arr == 7).any() else 7,
         name=name,
         meta={"root": str(root), "limit": limit, "label_source": "canonical class names / ids",
+              "split_files": dict.fromkeys(SPLITS, str(root)) if name == "csv" else {},
               "dropped": {"duplicate_row": repeats} if repeats else {}},
     )
 
@@ -119,7 +121,7 @@ def load_csv(
     labels: list[int] = []
     split: list[int] = []
     where_rows: list[str] = []
-    with open(path, newline="", encoding="utf-8-sig") as fh:
+    with open_text(path) as fh:
         reader = csv.reader(fh)
         header = [h.strip().lower() for h in next(reader, None) or []]
         if "path" not in header or "label" not in header:

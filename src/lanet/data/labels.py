@@ -26,6 +26,7 @@ import numpy as np
 
 from ..classes import class_id
 from ..errors import LanetError
+from ..fileutil import open_text
 from .faceset import SPLITS, FaceSet
 
 
@@ -41,7 +42,7 @@ def read_label_file(path: str | os.PathLike, num_classes: int = 8) -> list[tuple
         raise LanetError(f"label file not found: {path}")
     rows: list[tuple[str, int, int]] = []
     seen: dict[str, tuple[int, int]] = {}
-    with open(path, newline="", encoding="utf-8-sig") as fh:
+    with open_text(path) as fh:
         reader = csv.reader(fh)
         header = next(reader, None)
         cols = [c.strip().lower() for c in header or []]

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..classes import ASYMMETRIC_FLIP, CLASSES
 from ..errors import LanetError
-from ..fileutil import atomic_open
+from ..fileutil import atomic_open, csv_cell
 from .faceset import FaceSet
 
 NOISE_TYPES = ("none", "symmetric", "asymmetric", "annotator")
@@ -85,4 +85,4 @@ def save_noise(run_dir: str | Path, faceset: FaceSet, noisy: np.ndarray, record:
         w = csv.writer(fh)
         w.writerow(["name", "clean", "noisy"])
         for i in changed:
-            w.writerow([faceset.names[i], CLASSES[faceset.labels[i]], CLASSES[noisy[i]]])
+            w.writerow([csv_cell(str(faceset.names[i])), CLASSES[faceset.labels[i]], CLASSES[noisy[i]]])

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import LanetError
+from ..fileutil import open_text
 from .faceset import SPLITS, FaceSet
 from .imageio import cached_arrays, content_signature, load_images
 from .labels import carve_val, first_per_split, unique_rows
@@ -70,7 +71,7 @@ def load_rafdb(
     raw: list[int] = []
     split: list[int] = []
     where_rows: list[str] = []
-    with open(list_file, encoding="utf-8-sig") as fh:
+    with open_text(list_file) as fh:
         for line_no, line in enumerate(fh, start=1):
             parts = line.split()
             if not parts:

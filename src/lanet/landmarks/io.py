@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import LanetError
-from ..fileutil import atomic_open
+from ..fileutil import atomic_open, open_text
 
 _TRUE = {"1", "true", "yes", "y", "t"}
 _FALSE = {"0", "false", "no", "n", "f"}
@@ -59,7 +59,7 @@ def _parse_bool(value: str, path: Path, line: int) -> bool:
 
 
 def _read_csv(path: Path) -> tuple[list[str], np.ndarray, np.ndarray | None]:
-    with open(path, newline="", encoding="utf-8-sig") as fh:
+    with open_text(path) as fh:
         rows = csv.reader(fh)
         header = next(rows, None)
         if header is None:

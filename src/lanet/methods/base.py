@@ -7,6 +7,7 @@ path; ``export()`` returns the plain ResNet classifier a deployment needs.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -86,11 +87,21 @@ class Method(nn.Module):
             if isinstance(default, bool) and not isinstance(v, bool):
                 raise LanetError(f"method.params.{k} must be true/false, got {v!r}")
             if isinstance(default, (int, float)) and not isinstance(default, bool):
-                if not isinstance(v, (int, float)) or isinstance(v, bool):
-                    raise LanetError(f"method.params.{k} must be a number, got {v!r}")
+                if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
+                    raise LanetError(f"method.params.{k} must be a finite number, got {v!r}")
+                if isinstance(default, int) and v != int(v):
+                    raise LanetError(f"method.params.{k} must be an integer, got {v!r}")
                 v = type(default)(v)
             setattr(p, k, v)
         return p
+
+    @classmethod
+    def check_config(cls, params: Any, cfg: Any) -> None:
+        """Check ``params`` (parsed :attr:`Params`) against the rest of the configuration ``cfg`` (a
+        :class:`lanet.config.Config`), e.g. a neighbour count against the batch size. Called by
+        :func:`lanet.config.validate_config` before anything is loaded or written; raises a one-line
+        :class:`LanetError` naming the key. The base accepts everything; override it where a value depends on
+        others."""
 
     # -- the trainer's view -------------------------------------------------------------------------------
     def forward(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

@@ -28,6 +28,7 @@ import copy
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,6 +37,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import LanetError
+from ..fileutil import atomic_open
 from ..models.resnet import ResNet, create_model
 from ..train.distributed import all_gather_cat, all_gather_with_grad, is_distributed
 from .base import Batch, Method, MethodSpec
@@ -336,9 +338,11 @@ class LANet(Method):
         consistency: float = 0.0  # weight of EAC's flip/erase CAM consistency on the expression branch (0 = off)
         erase_p: float = 0.5  # with consistency > 0: erasing probability of the mirrored view (EAC's)
 
-    def __init__(self, spec: MethodSpec, params: dict | None = None):
-        super().__init__(spec, params)
-        p = self.params
+    MAX_QUEUE = 1 << 20  # keys per queue (two queues of 1 M x 128 floats: 1 GB)
+
+    @classmethod
+    def check_params(cls, p: Params) -> None:
+        """The hyperparameters' own ranges and the switches' dependencies."""
         if p.LM and not p.LD:
             raise LanetError("method.params.LM needs LD (landmark space is added to label distribution estimation)")
         if p.PL and p.EL and not p.LD:
@@ -346,7 +350,7 @@ class LANet(Method):
         if p.landmark_head not in ("heatmap", "regression"):
             raise LanetError(f"method.params.landmark_head must be heatmap or regression, got {p.landmark_head!r}")
         if (not 0 <= p.omega < 1 or not 0 < p.momentum <= 1 or p.tau <= 0 or p.K < 1 or p.queue_size < 1
-                or p.warmup_epochs < 0 or not 0 <= p.delta <= 1):
+                or p.warmup_epochs < 0 or not 0 <= p.delta <= 1 or p.heatmap_sigma <= 0):
             raise LanetError(f"invalid LA-Net hyperparameters: {p}")
         if p.neighbours not in ("batch", "memory"):
             raise LanetError(f"method.params.neighbours must be batch or memory, got {p.neighbours!r}")
@@ -358,6 +362,23 @@ class LANet(Method):
         if not (0 <= p.consistency < 1e4) or not 0 <= p.erase_p <= 1:
             raise LanetError(f"method.params.consistency must be >= 0 and erase_p in [0, 1], got {p.consistency}, "
                              f"{p.erase_p}")
+        if p.queue_size > cls.MAX_QUEUE:
+            raise LanetError(f"method.params.queue_size must be at most {cls.MAX_QUEUE}, got {p.queue_size}")
+
+    @classmethod
+    def check_config(cls, params: Params, cfg: Any) -> None:
+        """:meth:`check_params`, and K against the batch: eq. 1-2 search K neighbours in the global batch,
+        the sample itself excluded, so ``train.batch_size`` must be at least K + 1."""
+        cls.check_params(params)
+        if params.LD and params.K + 1 > cfg.train.batch_size:
+            raise LanetError(f"method.params.K={params.K} neighbours need train.batch_size >= {params.K + 1} "
+                             f"(the neighbours are searched in the batch, the image itself excluded), got "
+                             f"{cfg.train.batch_size}")
+
+    def __init__(self, spec: MethodSpec, params: dict | None = None):
+        super().__init__(spec, params)
+        p = self.params
+        self.check_params(p)
         self.use_landmarks = p.LM or p.EL
         self.num_classes = spec.num_classes
         if self.use_landmarks and spec.num_landmarks == 0:
@@ -745,8 +766,8 @@ class LANet(Method):
             if float((rows - 1).abs().max()) > 1e-3:
                 raise LanetError(f"LA-Net label distributions do not sum to 1 (min {float(rows.min()):.4f}, "
                                  f"max {float(rows.max()):.4f}); not saving them")
-            np.savez_compressed(Path(run_dir) / "label_distributions.npz",
-                                distributions=self.memory.cpu().numpy(),
-                                train_labels=np.asarray(self.spec.train_labels),
-                                names=np.asarray(self.spec.train_names if self.spec.train_names is not None
-                                                 else [], dtype=str))
+            with atomic_open(Path(run_dir) / "label_distributions.npz", "wb") as fh:  # never through a link
+                np.savez_compressed(fh, distributions=self.memory.cpu().numpy(),
+                                    train_labels=np.asarray(self.spec.train_labels),
+                                    names=np.asarray(self.spec.train_names if self.spec.train_names is not None
+                                                     else [], dtype=str))

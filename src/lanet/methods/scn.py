@@ -43,6 +43,7 @@ Diagnostics per epoch: ``relabelled_fraction`` (relabels this epoch / samples se
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -101,6 +102,13 @@ class SCN(Method):
         relabel_all: bool = False  # false: low-importance group only (paper); true: whole batch (release)
         rr_weight: float = 1.0  # weight of L_RR (1 in paper and release)
         attention_dropout: float = 0.0  # dropout before the importance head (release option, default off)
+
+    @classmethod
+    def check_config(cls, params: Params, cfg: Any) -> None:
+        """Rank regularisation splits each batch into a high and a low group: at least 2 images per batch."""
+        if cfg.train.batch_size < 2:
+            raise LanetError(f"SCN splits each batch into two importance groups: train.batch_size must be >= 2, "
+                             f"got {cfg.train.batch_size}")
 
     def __init__(self, spec: MethodSpec, params: dict | None = None):
         super().__init__(spec, params)

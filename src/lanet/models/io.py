@@ -27,7 +27,16 @@ def load_classifier(path: str | Path, device: str | torch.device = "cpu") -> tup
             "a plain state dict or another tool's checkpoint" if isinstance(payload, dict) else type(payload).__name__
         raise LanetError(f"{path} is not an exported lanet classifier ({what}); use model_final.pt or "
                          "model_val_selected.pt from a lanet run directory")
+    from ..validate import check_model_meta
+
+    payload = check_model_meta(payload, path)
+    if not isinstance(payload.get("arch"), str):
+        raise LanetError(f"{path}: arch must be an architecture name, got {payload.get('arch')!r}")
+    if not isinstance(payload.get("state_dict"), dict):
+        raise LanetError(f"{path}: state_dict must be a mapping of tensors")
     width = payload.get("width", 64)
+    if payload.get("module", "resnet") not in ("resnet", "method"):
+        raise LanetError(f"{path}: module must be resnet or method, got {payload.get('module')!r}")
     if payload.get("module", "resnet") == "method":
         import numpy as np
 
@@ -42,7 +51,7 @@ def load_classifier(path: str | Path, device: str | torch.device = "cpu") -> tup
         model = create_model(payload["arch"], payload["num_classes"], payload["in_chans"], width=width)
     try:
         model.load_state_dict(payload["state_dict"])
-    except RuntimeError as exc:
+    except (RuntimeError, TypeError, ValueError, AttributeError) as exc:
         raise LanetError(f"{path}: weights do not fit the {payload.get('method', 'resnet')} classifier: "
                          f"{str(exc).splitlines()[0]}") from exc
     meta = {k: v for k, v in payload.items() if k != "state_dict"}

@@ -6,6 +6,11 @@ returns ``N x K`` logits. The metadata that defines the input (class names, ``im
 ``mean``, ``std``, ``source_size``, ``crop_margin``, ``crop_offset_y``) travels inside every file: in the
 payload dict of a ``.pt``, as the JSON string ``lanet`` in an ONNX model's ``metadata_props``, and as the
 extra file ``lanet.json`` in a TorchScript archive.
+
+Nothing in a run directory is executed: ``--model RUN_DIR`` loads only its weights-only ``.pt`` files. A
+TorchScript archive is code (its ``__setstate__`` and ``forward`` run when it is loaded and called), so it is
+loaded only from a file named explicitly, and never from a file named like a run's weights
+(:data:`WEIGHTS_NAMES`), which are always read with ``weights_only``.
 """
 
 from __future__ import annotations
@@ -20,12 +25,13 @@ import numpy as np
 import torch
 
 from ..errors import LanetError
-from .crop import with_defaults
 
 ONNX_HINT = "pip install 'lanet[onnx]'"
 METADATA_KEY = "lanet"  # ONNX metadata_props key / TorchScript extra file stem
 #: Keys a model's metadata must hold for prediction.
 REQUIRED_KEYS = ("class_names", "num_classes", "in_chans", "image_size", "mean", "std")
+#: The files a run directory holds weights in: read with ``weights_only`` only, never as TorchScript.
+WEIGHTS_NAMES = ("model_val_selected.pt", "model_final.pt", "checkpoint.pt")
 
 
 def resolve_model_path(model: str | Path, verbose: bool = False) -> Path:
@@ -35,8 +41,7 @@ def resolve_model_path(model: str | Path, verbose: bool = False) -> Path:
         for name in ("model_val_selected.pt", "model_final.pt"):
             if (path / name).is_file():
                 if verbose:
-                    what = "the validation-selected epoch" if name.startswith("model_val") else "the final epoch"
-                    print(f"lanet: using {path / name} ({what})", file=sys.stderr)
+                    announce_model(path, path / name)
                 return path / name
         raise LanetError(f"{path} holds no exported model (model_val_selected.pt or model_final.pt); "
                          "is it a finished run directory?")
@@ -45,14 +50,17 @@ def resolve_model_path(model: str | Path, verbose: bool = False) -> Path:
     return path
 
 
+def announce_model(model: str | Path, path: Path) -> None:
+    """Say on stderr which file of a run directory ``model`` is used (nothing for a file named directly)."""
+    if Path(model).is_dir():
+        what = "the validation-selected epoch" if path.name.startswith("model_val") else "the final epoch"
+        print(f"lanet: using {path} ({what})", file=sys.stderr)
+
+
 def _check_meta(meta: dict[str, Any], path: Path) -> dict[str, Any]:
-    missing = [k for k in REQUIRED_KEYS if k not in meta]
-    if missing:
-        raise LanetError(f"{path}: model metadata lacks {', '.join(missing)}")
-    if len(meta["class_names"]) != meta["num_classes"]:
-        raise LanetError(f"{path}: model metadata names {len(meta['class_names'])} classes for "
-                         f"{meta['num_classes']} outputs")
-    return with_defaults(meta)
+    from ..validate import check_model_meta
+
+    return check_model_meta(meta, path)
 
 
 def _torchscript_meta(path: Path) -> dict[str, Any] | None:
@@ -62,9 +70,14 @@ def _torchscript_meta(path: Path) -> dict[str, Any] | None:
             names = [n for n in zf.namelist() if n.endswith(f"extra/{METADATA_KEY}.json")]
             if not names or not any(n.endswith("constants.pkl") or "/code/" in n for n in zf.namelist()):
                 return None
-            return json.loads(zf.read(names[0]).decode("utf-8"))
+            raw = zf.read(names[0])
     except (zipfile.BadZipFile, OSError, ValueError, KeyError):
         return None
+    try:
+        meta = json.loads(raw.decode("utf-8"))
+    except ValueError as exc:  # UnicodeDecodeError included
+        raise LanetError(f"{path}: its lanet.json metadata is not UTF-8 JSON ({exc})") from exc
+    return meta
 
 
 class Backend:
@@ -87,10 +100,14 @@ class TorchBackend(Backend):
             self.name = "torchscript"
             import warnings
 
+            self.meta = _check_meta(ts_meta, path)  # before any of its code runs
             with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)  # torch >= 2.9 deprecates TorchScript
-                self.model = torch.jit.load(str(path), map_location=device).eval()
-            self.meta = _check_meta(ts_meta, path)
+                warnings.simplefilter("ignore")  # torch >= 2.9 deprecates TorchScript
+                try:
+                    self.model = torch.jit.load(str(path), map_location=device).eval()
+                except RuntimeError as exc:
+                    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                    raise LanetError(f"{path}: not a loadable TorchScript archive ({first})") from exc
         else:
             from ..models.io import load_classifier
 
@@ -140,11 +157,19 @@ class OnnxBackend(Backend):
 
 
 def load_backend(model: str | Path, device: torch.device, verbose: bool = False, threads: int = 0) -> Backend:
-    """The backend for a run directory, ``.pt`` payload, TorchScript archive or ``.onnx`` file."""
-    path = resolve_model_path(model, verbose)
+    """The backend for a run directory, ``.pt`` payload, TorchScript archive or ``.onnx`` file.
+
+    A TorchScript archive runs only when ``model`` names its file and that file is not named like a run's weights
+    (:data:`WEIGHTS_NAMES`); a run directory's model files are loaded with ``weights_only`` (a TorchScript file
+    planted there is refused, never executed)."""
+    path = resolve_model_path(model)
+    backend: Backend
     if path.suffix.lower() == ".onnx":
-        return OnnxBackend(path, device, threads)
-    ts_meta = _torchscript_meta(path)
-    if ts_meta is not None:
-        return TorchBackend(path, device, ts_meta=ts_meta)
-    return TorchBackend(path, device)
+        backend = OnnxBackend(path, device, threads)
+    else:
+        explicit = not Path(model).is_dir() and path.name not in WEIGHTS_NAMES
+        ts_meta = _torchscript_meta(path) if explicit else None
+        backend = TorchBackend(path, device, ts_meta=ts_meta)
+    if verbose:
+        announce_model(model, path)  # once it loaded: an error stays the only line
+    return backend

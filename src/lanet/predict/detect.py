@@ -27,6 +27,7 @@ faces found by both detectors, see ``benchmarks/predict_speed.py --geometry``), 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,8 @@ class FaceDetector:
             raise LanetError(f"unknown detector {kind!r}; expected one of {', '.join(DETECTORS)}")
         if isinstance(upsample, bool) or not isinstance(upsample, int) or not 0 <= upsample <= 3:
             raise LanetError(f"upsample must be 0..3, got {upsample!r}")
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold):
+            raise LanetError(f"the detection threshold (--threshold) must be a finite number, got {threshold!r}")
         if max_side < min_side or min_side < 16:
             raise LanetError(f"detection sizes need 16 <= min_side <= max_side, got {min_side} / {max_side}")
         self.kind, self.upsample, self.threshold = kind, int(upsample), float(threshold)

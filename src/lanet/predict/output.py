@@ -11,6 +11,7 @@ from typing import IO, Any
 from PIL import Image, ImageDraw, ImageFont
 
 from ..errors import LanetError
+from ..fileutil import csv_cell
 from .images import Source
 
 #: Box colours, one per canonical class id (anger, disgust, fear, happiness, sadness, surprise, neutral, contempt).
@@ -24,13 +25,18 @@ class RecordWriter:
     come, so a long video's results are on disk while it runs.
 
     CSV columns: ``file, frame, time, face, status, width, height, x0, y0, x1, y1, crop_x0 .. crop_y1, score, top,
-    top_probability, p_<class> ..., error`` (empty where a value does not apply).
+    top_probability, p_<class> ..., error`` (empty where a value does not apply). A text cell that a spreadsheet
+    would read as a formula (``=``, ``+``, ``-``, ``@`` first) starts with ``'`` (:func:`lanet.fileutil.csv_cell`).
+
+    A failed write (a full disk) is a :class:`LanetError` naming the file; a file that holds no record yet is
+    removed rather than left empty.
     """
 
     def __init__(self, path: str | Path | None, class_names: list[str]) -> None:
         self.class_names = list(class_names)
         self.path = None if path in (None, "-") else Path(path)  # type: ignore[arg-type]
         self.kind = "jsonl"
+        self.records = 0
         if self.path is not None:
             suffix = self.path.suffix.lower()
             if suffix not in (".csv", ".jsonl", ".json"):
@@ -42,7 +48,23 @@ class RecordWriter:
         self._csv: Any = None
         if self.kind == "csv":
             self._csv = csv.writer(self._fh)
-            self._csv.writerow(self.columns())
+            self._guard(lambda: (self._csv.writerow(self.columns()), self._fh.flush()))
+
+    def _guard(self, write: Any) -> None:
+        """Run ``write``; an OSError (ENOSPC, EIO) becomes one error naming the file."""
+        try:
+            write()
+        except OSError as exc:
+            if self.path is None:
+                raise
+            try:
+                self._fh.close()
+            except OSError:
+                pass
+            kept = f"; its first {self.records} record(s) are kept" if self.records else ""
+            if not self.records:
+                self.path.unlink(missing_ok=True)
+            raise LanetError(f"cannot write {self.path}: {exc.strerror or exc}{kept}") from exc
 
     def columns(self) -> list[str]:
         return (["file", "frame", "time", "face", "status", "width", "height", "x0", "y0", "x1", "y1", "crop_x0",
@@ -51,7 +73,8 @@ class RecordWriter:
 
     def write(self, rec: dict[str, Any]) -> None:
         if self._csv is None:
-            self._fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            line = json.dumps(rec, ensure_ascii=False) + "\n"
+            self._guard(lambda: (self._fh.write(line), self._fh.flush()))
         else:
             box = rec.get("box") or [None] * 4
             crop = rec.get("crop_box") or [None] * 4
@@ -59,12 +82,13 @@ class RecordWriter:
             row = [rec["file"], rec["frame"], rec["time"], rec["face"], rec["status"], rec["width"], rec["height"],
                    *box, *crop, rec["score"], rec["top"], rec["top_probability"],
                    *(probs.get(c) for c in self.class_names), rec["error"]]
-            self._csv.writerow(["" if v is None else v for v in row])
-        self._fh.flush()
+            cells = ["" if v is None else csv_cell(v) for v in row]
+            self._guard(lambda: (self._csv.writerow(cells), self._fh.flush()))
+        self.records += 1
 
     def close(self) -> None:
-        if self.path is not None:
-            self._fh.close()
+        if self.path is not None and not self._fh.closed:
+            self._guard(self._fh.close)
 
     def __enter__(self) -> RecordWriter:
         return self

@@ -8,6 +8,7 @@ face (:func:`record_fields`).
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
@@ -54,14 +55,16 @@ class Predictor:
     """Load a trained classifier once; predict expressions on images, folders, videos, arrays and face crops.
 
     Args:
-        model: a run directory (its ``model_val_selected.pt`` if present, else ``model_final.pt``), an exported
-            ``.pt`` file, a TorchScript file from ``lanet export --format torchscript`` or an ``.onnx`` file from
-            ``lanet export --format onnx`` (run on ONNX Runtime).
+        model: a run directory (its ``model_val_selected.pt`` if present, else ``model_final.pt``, read as weights
+            only), an exported ``.pt`` file, a TorchScript file from ``lanet export --format torchscript`` (code:
+            loaded only from a file named here, not named ``model_*.pt``; pass only files you trust) or an
+            ``.onnx`` file from ``lanet export --format onnx`` (run on ONNX Runtime).
         detector: ``hog`` (dlib's HOG detector, default), ``cnn`` (dlib's MMOD CNN detector, slower, finds more
             faces in hard poses) or ``none`` (every input is already a face crop, e.g. FER2013 images).
         device: ``auto``, ``cpu`` or ``cuda``.
         batch_size: faces per classifier call.
-        upsample, threshold, max_side: detector settings (see :class:`lanet.predict.detect.FaceDetector`).
+        upsample, threshold, max_side: detector settings (see :class:`lanet.predict.detect.FaceDetector`);
+            ``threshold`` must be finite.
         max_pixels: images with more pixels are refused (decompression-bomb guard).
         threads: ONNX Runtime intra-op threads (0 = its default).
         verbose: say on stderr which model file of a run directory is used.
@@ -81,6 +84,8 @@ class Predictor:
             raise LanetError(f"batch size must be a positive integer, got {batch_size!r}")
         if max_pixels < 1:
             raise LanetError(f"max_pixels must be positive, got {max_pixels}")
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold):
+            raise LanetError(f"the detection threshold (--threshold) must be a finite number, got {threshold!r}")
         self.device = resolve_device(device)
         self._backend: Backend = load_backend(model, self.device, verbose=verbose, threads=threads)
         self.model_path: Path = self._backend.path

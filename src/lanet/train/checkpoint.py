@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ..errors import LanetError
-from ..fileutil import atomic_open, load_torch_file
+from ..fileutil import atomic_open, load_torch_file, read_text
 
 CHECKPOINT_KEYS = ("method", "optimizer", "epoch", "best_val", "torch_rng")
 
@@ -84,20 +84,16 @@ def save_checkpoint(path: str | Path, method_state: dict[str, Any], optimizer_st
 
 def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
     """Read a checkpoint with ``weights_only=True``; a crafted, truncated or foreign file is a one-line
-    :class:`LanetError`."""
-    state = load_torch_file(path, "lanet checkpoint", map_location=map_location)
-    missing = [k for k in CHECKPOINT_KEYS if not isinstance(state, dict) or k not in state]
-    if missing:
-        raise LanetError(f"{path} is not a lanet training checkpoint (missing {', '.join(missing)})")
-    if not isinstance(state["epoch"], int) or state["epoch"] < 0 or not isinstance(state["torch_rng"], torch.Tensor):
-        raise LanetError(f"{path}: corrupt checkpoint (epoch {state['epoch']!r})")
-    return state
+    :class:`LanetError`, and so is a value of the wrong type (:func:`lanet.validate.check_checkpoint`)."""
+    from ..validate import check_checkpoint
+
+    return check_checkpoint(load_torch_file(path, "lanet checkpoint", map_location=map_location), path)
 
 
 def metrics_by_epoch(path: Path) -> dict[int, dict[str, Any]]:
     """The lines of a run's ``metrics.jsonl`` keyed by their (0-based) epoch; a later line of an epoch wins. A
     damaged last line (a writer killed mid-line by an older version) is dropped; any other bad line is an error."""
-    lines = Path(path).read_text().splitlines()
+    lines = read_text(path).splitlines()
     by_epoch: dict[int, dict[str, Any]] = {}
     for no, text in enumerate(lines, 1):
         if not text.strip():

@@ -35,6 +35,9 @@ def evaluate_run(run_dir: str | Path, device: str = "auto", root: str = "", batc
         if not path.is_file():
             continue
         model, meta = load_classifier(path, dev)
+        if meta["num_classes"] != fs.num_classes or meta["in_chans"] != fs.channels:
+            raise LanetError(f"{path}: a classifier of {meta['num_classes']} classes on {meta['in_chans']} channel(s), "
+                             f"but the run's dataset has {fs.num_classes} classes and {fs.channels} channel(s)")
         entry: dict[str, Any] = {"epoch": meta["epoch"] + 1}
         for split in ("val", "test"):
             idx = fs.indices(split)

@@ -44,7 +44,7 @@ from ..data.loaders import load_faceset
 from ..data.noise import NoiseRecord, apply_noise, save_noise
 from ..data.sampler import epoch_order
 from ..errors import LanetError
-from ..fileutil import remove_stale_tmp, run_lock
+from ..fileutil import read_text, remove_stale_tmp, run_lock
 from ..methods.base import Batch, Method, MethodSpec
 from ..methods.registry import build_method, get_method_class
 from .checkpoint import (
@@ -75,6 +75,9 @@ def prepare_data(cfg: Config, need_landmarks: bool, progress: bool = True) -> Pr
     source = f" ({faceset.meta['root']})" if faceset.meta.get("root") else ""
     for split, what in (("train", "training"), ("test", "test")):
         if len(faceset.indices(split)) == 0:
+            listing = faceset.meta.get("split_files", {}).get(split)  # the file that should have listed them
+            if listing:
+                raise LanetError(f"{listing}: no {what} images (dataset {faceset.name!r})")
             raise LanetError(f"dataset {faceset.name!r}{source} has no {what} images")
     if need_landmarks:
         from ..landmarks.provider import ensure_landmarks
@@ -260,7 +263,12 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
         device = init_device(cfg, info)
         run = setup_run(cfg, out, resume, device, info, progress)
         start_run_directory(run)
-        train_epochs(run, progress)
+        try:
+            train_epochs(run, progress)
+        except LanetError:
+            if not resume and not run.history:
+                undo_run_directory(run)  # e.g. a loss that diverged at once: the corrected command just runs
+            raise
         return finish_run(run)
 
 
@@ -288,8 +296,8 @@ def _locked_run_directory(out: Path, info: DistInfo) -> Iterator[None]:
 
 def _read_summary(out: Path) -> dict[str, Any]:
     try:
-        return json.loads((out / "summary.json").read_text())
-    except (OSError, ValueError) as exc:
+        return json.loads(read_text(out / "summary.json"))
+    except (OSError, ValueError, LanetError) as exc:
         raise LanetError(f"{out / 'summary.json'} is unreadable ({exc}); delete it to finish the run again") from exc
 
 
@@ -320,7 +328,7 @@ def init_device(cfg: Config, info: DistInfo) -> torch.device:
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if cfg.train.threads > 0:
-        torch.set_num_threads(cfg.train.threads)
+        torch.set_num_threads(min(cfg.train.threads, os.cpu_count() or 1))  # a resumed run's may exceed ours
     set_deterministic(cfg.train.deterministic, device)
     return device
 
@@ -409,6 +417,15 @@ def start_run_directory(run: Run) -> None:
         if not run.resume:
             run.cfg.save(out / "config.yaml")
     barrier()
+
+
+def undo_run_directory(run: Run) -> None:
+    """Remove what :func:`start_run_directory` wrote for a new run that failed before finishing an epoch (a
+    value that turned out wrong, such as a learning rate that makes the loss non-finite), so that the corrected
+    command is not refused as "already holds a run". ``config.yaml`` goes first: it marks the run."""
+    if run.info.main and not run.resume:
+        for name in ("config.yaml", "metrics.jsonl", "noise.json", "noise_changes.csv"):
+            (run.out / name).unlink(missing_ok=True)
 
 
 def train_epochs(run: Run, progress: bool) -> None:
