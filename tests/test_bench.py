@@ -139,8 +139,8 @@ def test_rerun_skips_finished_runs_and_renders_the_same(smoke, monkeypatch, tmp_
     # without --methods every row of the table is rendered; the peers have no runs on disk here
     run_benchmark(["table1"], "smoke", runs=runs, results=tmp_path, rates=[0.3], render_only=True)
     rows = _csv_rows(tmp_path / "table1.csv")
-    assert [r["method"] for r in rows] == ["baseline", "scn", "rul", "eac", "lanet"]
-    assert [r["seeds"] for r in rows] == ["2", "0", "0", "0", "2"]
+    assert [r["method"] for r in rows] == ["baseline", "scn", "rul", "eac", "nla", "resup", "lanet"]
+    assert [r["seeds"] for r in rows] == ["2", "0", "0", "0", "0", "0", "2"]
 
 
 def test_other_tables_reuse_equal_runs(smoke, monkeypatch, tmp_path):
@@ -339,10 +339,12 @@ def test_grids_are_data_and_names_encode_specs():
     assert set(TABLES) == {"table1", "table5", "table2", "fig2", "annotator", "table6"}
     assert set(PRESETS) == {"smoke", "cpu", "cpu-face", "faithful", "paper"}
     t1 = grid("table1", [0, 1])
-    assert len(t1) == 30 and {s.method for s in t1} == {"baseline", "scn", "rul", "eac", "lanet"}
-    # the paper's row order: baseline, SCN, RUL, EAC, LA-Net
-    assert [s.row for s in t1 if s.rate == 0.1 and s.seed == 0] == ["baseline", "SCN", "RUL", "EAC", "LA-Net"]
-    assert [s.method for s in grid("table5", [0], rates=[0.3])] == ["baseline", "scn", "rul", "eac", "lanet"]
+    assert len(t1) == 42 and {s.method for s in t1} == {"baseline", "scn", "rul", "eac", "nla", "resup", "lanet"}
+    # the paper's row order: baseline, SCN, RUL, EAC, LA-Net, with the newer peers before LA-Net
+    assert [s.row for s in t1 if s.rate == 0.1 and s.seed == 0] == ["baseline", "SCN", "RUL", "EAC", "NLA", "ReSup",
+                                                                    "LA-Net"]
+    assert [s.method for s in grid("table5", [0], rates=[0.3])] == ["baseline", "scn", "rul", "eac", "nla", "resup",
+                                                                    "lanet"]
     assert [s.row for s in grid("table5", [0], methods=["eac", "baseline"], rates=[0.3])] == ["EAC", "baseline"]
     assert sorted({s.rate for s in t1}) == [0.1, 0.2, 0.3] and {s.noise for s in t1} == {"symmetric"}
     assert {s.noise for s in grid("table5", [0])} == {"asymmetric"}
@@ -407,7 +409,7 @@ def test_dry_run_lists_runs_and_writes_nothing(tmp_path, capsys, monkeypatch):
     assert main(["bench", "all", "--preset", "smoke", "--seeds", "0", "--runs", str(tmp_path / "r"),
                  "--results", str(tmp_path / "res"), "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "[52/52] table6/lanet-annotator-0.00-s0: new" in out
+    assert "[64/64] table6/lanet-annotator-0.00-s0: new" in out  # 7 rows x 6 columns of table1/5 + the rest
     assert "table2/lanet-symmetric-0.30-s0: new (reuses table1/lanet-symmetric-0.30-s0" in out
     assert not (tmp_path / "r").exists() and not (tmp_path / "res").exists()
 
@@ -429,7 +431,7 @@ def test_cpu_preset_plans_ferplus_runs(ferplus_root, capsys):
     """Dry run only: no FERPlus training in the test suite."""
     rep = run_benchmark(["table1", "annotator"], "cpu", root=str(ferplus_root), runs="/nonexistent/runs",
                         dry_run=True)
-    assert len(rep.outcomes) == 17 and {o.status for o in rep.outcomes} == {"new"}
+    assert len(rep.outcomes) == 23 and {o.status for o in rep.outcomes} == {"new"}  # 7 x 3 rates + 2
     cfg = Bench(get_preset("cpu"), Path("x"), root=str(ferplus_root)).config(rep.outcomes[-1].spec)
     assert cfg.data.name == "ferplus" and Path(cfg.data.root) == ferplus_root.resolve()
     assert cfg.noise.type == "annotator"

@@ -355,7 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seeds to run (default: the preset's: smoke 0 1, cpu 0, paper 0 1 2); when rendering, the "
                    "seeds to show (default: every seed found in the run directories)")
     p.add_argument("--methods", default="", metavar="M1,M2", help="comma-separated methods: the rows of table1, "
-                   "table5 and annotator (default: baseline,scn,rul,eac,lanet for table1/table5, "
+                   "table5 and annotator (default: baseline,scn,rul,eac,nla,resup,lanet for table1/table5, "
                    "baseline,lanet for annotator); for table2/fig2 keeps rows of these methods")
     p.add_argument("--rates", default="", metavar="R1,R2", help="comma-separated noise rates of the noisy columns "
                    "(default 0.1,0.2,0.3 for table1/table5, 0.3 for table2/fig2; clean and annotator columns stay; "

@@ -61,8 +61,9 @@ def _ablation(label: str, on: Sequence[str]) -> Row:
 
 
 _PAIR = (Row("baseline", "baseline"), Row("LA-Net", "lanet"))
-# the paper's Tables 1 and 5 order: baseline, the peers (SCN, RUL, EAC), LA-Net
-_PEERS = (Row("baseline", "baseline"), Row("SCN", "scn"), Row("RUL", "rul"), Row("EAC", "eac"), Row("LA-Net", "lanet"))
+# the paper's Tables 1 and 5 order: baseline, the peers (SCN, RUL, EAC; then the newer NLA and ReSup), LA-Net
+_PEERS = (Row("baseline", "baseline"), Row("SCN", "scn"), Row("RUL", "rul"), Row("EAC", "eac"), Row("NLA", "nla"),
+          Row("ReSup", "resup"), Row("LA-Net", "lanet"))
 _RATES = (0.1, 0.2, 0.3)
 
 TABLES: dict[str, TableDef] = {
