@@ -8,7 +8,9 @@ Per run (everything computed from the run directory and the dataset its ``config
 * the confusion matrix and per-class accuracy of the analysed classifier on the test split;
 * t-SNE of the test features (the input of the classifier's last layer) coloured by class (LA-Net Fig. 3);
 * per-sample cross-entropy of the training images against their given labels, clean and flipped apart,
-  from the noise record (LA-Net Fig. 4);
+  from the noise record (LA-Net Fig. 4); for a run trained on a ``--labels`` file, the labels the file changed
+  against those it left as the dataset's (the dataset's own labels are the reference: a label file's labels are
+  never called clean);
 * learned label distributions against the human votes for sample training images (LA-Net Fig. 5);
 * Grad-CAM maps of sample test images on the classifier's last stage (LA-Net Fig. 6).
 
@@ -47,6 +49,22 @@ _DIAGNOSTICS = {  # LA-Net's per-epoch label-correction diagnostics (lanet.metho
     "pseudo_moves_clean": "clean label: pseudo-label moved away",
     "positive_pair_precision": "EL positive pairs sharing the clean label",
 }
+_DIAGNOSTICS_FILE = {  # the same, for runs trained on a label file: the reference is the dataset's label
+    "target_corrects_flipped": "changed label: target argmax = dataset's label",
+    "target_moves_clean": "label as the dataset's: target argmax moved away",
+    "pseudo_corrects_flipped": "changed label: pseudo-label = dataset's label",
+    "pseudo_moves_clean": "label as the dataset's: pseudo-label moved away",
+    "positive_pair_precision": "EL positive pairs sharing the dataset's label",
+}
+
+
+def _label_words(lab: TrainingLabels | None) -> tuple[str, str]:
+    """(the labels that equal the reference, those that differ) in the report's words: the injected-noise words
+    clean / flipped, or, for a run trained on a label file, the dataset's labels as the reference (a label
+    file's labels are never called clean)."""
+    if lab is not None and lab.from_label_file:
+        return "labels as the dataset's", "labels that differ from the dataset's"
+    return "clean labels", "flipped labels"
 
 
 @dataclass
@@ -203,6 +221,7 @@ def fig_curves(a: Analysis, baseline: Analysis | None, out: Path) -> Figure | Sk
     plt = _plt()
     epochs = np.arange(1, len(h) + 1)
     diag = [k for k in _DIAGNOSTICS if any(k in line for line in h)]
+    legend = _DIAGNOSTICS_FILE if a.labels is not None and a.labels.from_label_file else _DIAGNOSTICS
     n = 3 if diag else 2
     fig, axes = plt.subplots(1, n, figsize=(4.6 * n, 3.4))
     loss_keys = loss_terms(h[0])
@@ -240,7 +259,7 @@ def fig_curves(a: Analysis, baseline: Analysis | None, out: Path) -> Figure | Sk
     if diag:
         ax = axes[2]
         for k in diag:
-            ax.plot(epochs, [100 * line.get(k, np.nan) for line in h], marker="o", ms=3, label=_DIAGNOSTICS[k])
+            ax.plot(epochs, [100 * line.get(k, np.nan) for line in h], marker="o", ms=3, label=legend[k])
         ax.set(xlabel="epoch", ylabel="%", title="LA-Net label correction", ylim=(-2, 102))
         ax.legend(fontsize=6)
     for ax in axes:
@@ -253,8 +272,9 @@ def fig_curves(a: Analysis, baseline: Analysis | None, out: Path) -> Figure | Sk
            f"{'; '.join(notes)}. The peak is chosen on test, so it is a memorisation diagnostic (a final far "
            "below it means the labels were memorised), never a result.")
     if diag:
-        cap += (" Right: LA-Net's label-correction diagnostics over the images seen each epoch (they use the "
-                "clean labels, which training never does).")
+        ref = "the dataset's own labels" if legend is _DIAGNOSTICS_FILE else "the clean labels"
+        cap += (f" Right: LA-Net's label-correction diagnostics over the images seen each epoch (they use {ref}, "
+                "which training never does).")
     return Figure(rel, title, cap)
 
 
@@ -357,36 +377,51 @@ def fig_loss_hist(a: Analysis, out: Path) -> Figure | Skipped:
     title = "Per-sample training loss, clean vs flipped labels"
     if a.data_error:
         return Skipped(title, a.data_error)
+    if a.labels.from_label_file:
+        title = "Per-sample training loss, labels as the dataset's vs changed"
     if not a.labels.has_noise:
         kind = a.run.cfg.noise.type
-        return Skipped(title, "the run was trained on the dataset's own labels (noise none): there are no flipped "
-                       "labels to compare" if kind == "none" else f"the {kind} noise record changed no training label")
+        if a.labels.from_label_file:
+            why = (f"no training label of {a.labels.label_file} differs from the dataset's labels"
+                   + ("" if kind == "none" else f", and the {kind} noise changed none"))
+        elif kind == "none":
+            why = "the run was trained on the dataset's own labels (noise none): there are no flipped labels to compare"
+        else:
+            why = f"the {kind} noise record changed no training label"
+        return Skipped(title, why)
     if not a.has_model:
         return Skipped(title, a.model_note)
     plt = _plt()
     lab = a.labels
+    same, differ = _label_words(lab)
     ce = cross_entropy(a.train_logits, lab.given)
     lo, hi = float(ce.min()), float(np.quantile(ce, 0.995))
     bins = np.linspace(lo, max(hi, lo + 1e-3), 41)
     fig, ax = plt.subplots(figsize=(6.2, 3.6))
-    for mask, label, color in ((~lab.flipped, "clean labels", "tab:green"), (lab.flipped, "flipped labels", "tab:red")):
+    for mask, label, color in ((~lab.flipped, same, "tab:green"), (lab.flipped, differ, "tab:red")):
         ax.hist(np.clip(ce[mask], lo, bins[-1]), bins=bins, density=True, alpha=0.55, color=color,
                 label=f"{label} (n={int(mask.sum())}, median {np.median(ce[mask]):.2f})")
     loss_auroc = auroc(ce, lab.flipped)
     ax.set(xlabel="cross-entropy against the given label", ylabel="density",
-           title=f"{a.run.noise_text}: loss separates flipped labels with AUROC "
+           title=f"{a.run.noise_text}: loss separates {differ} with AUROC "
                  f"{'n/a' if loss_auroc is None else f'{loss_auroc:.3f}'}")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     rel = f"{a.slug}/loss_hist.png"
     _save(fig, out, rel)
+    if lab.from_label_file:
+        who = f"the label file {lab.label_file}" + ("" if lab.noise_type == "label_file" else " and the injected noise")
+        what = (f"differ: the {int(lab.flipped.sum())} training labels {who} changed from the dataset's own labels "
+                "(noise_changes.csv; the dataset's labels are the reference)")
+    else:
+        what = (f"flipped: the {int(lab.flipped.sum())} labels the noise record (noise_changes.csv) says were "
+                "changed")
     cap = (f"Cross-entropy of {a.model_note} on each of the {len(ce)} training images (no augmentation) against the "
-           f"label it was trained with; flipped: the {int(lab.flipped.sum())} labels the noise record "
-           "(noise_changes.csv) says were changed. A model that memorised the noise gives flipped labels small "
+           f"label it was trained with; {what}. A model that memorised the noise gives those labels small "
            "losses too (LA-Net Fig. 4); values above the 99.5th percentile are drawn in the last bin.")
     if a.audit_auroc is not None:
-        cap += f" lanet audit's score ({a.audit_source}) finds the flipped labels with AUROC {a.audit_auroc:.3f}."
+        cap += f" lanet audit's score ({a.audit_source}) finds them with AUROC {a.audit_auroc:.3f}."
     return Figure(rel, title, cap)
 
 
@@ -438,14 +473,16 @@ def fig_distributions(a: Analysis, out: Path, samples: int, seed: int) -> Figure
         ax.get_xticklabels()[g].set_color("red")
         text = f"given {names[g]}"
         if lab.flipped[i]:
-            text += f" (noise: was {names[lab.clean[i]]})"
+            text += (f" (dataset: {names[lab.clean[i]]})" if lab.from_label_file
+                     else f" (noise: was {names[lab.clean[i]]})")
         ax.set_title(text, fontsize=8, loc="left")
         if r == 0:
             ax.legend(fontsize=7, loc="upper right")
     fig.tight_layout()
     rel = f"{a.slug}/distributions.png"
     _save(fig, out, rel)
-    return Figure(rel, title, f"{len(picks)} training images (seed {seed}: {k_flip} whose label the noise flipped, "
+    changed = "differs from the dataset's" if lab.from_label_file else "the noise flipped"
+    return Figure(rel, title, f"{len(picks)} training images (seed {seed}: {k_flip} whose label {changed}, "
                   "the rest at random): the share of annotators who chose each class (grey) and the label "
                   "distribution LA-Net learned for the image (blue, label_distributions.npz); the given label is red "
                   "on the axis (LA-Net Fig. 5).")
@@ -598,7 +635,7 @@ def summary_rows(group: list[Analysis]) -> list[dict[str, Any]]:
 def _table(group: list[Analysis]) -> str:
     head = ("<tr><th>run</th><th>method</th><th>training labels</th><th>realised noise</th><th>epochs</th>"
             "<th>final test (%)</th><th>val-selected test (%)</th><th>peak test (%) @ epoch</th>"
-            "<th>mean class (%)</th><th>audit AUROC (flipped)</th><th>training (min)</th></tr>")
+            "<th>mean class (%)</th><th>audit AUROC (changed labels)</th><th>training (min)</th></tr>")
     body = []
     for r in summary_rows(group):
         sel = "–" if r["val_selected"] is None else f"{_pct(r['val_selected'])} @ {r['val_epoch']}"
@@ -611,8 +648,9 @@ def _table(group: list[Analysis]) -> str:
     note = ("<p class=\"meta\">final: after the last finished epoch; val-selected: at the epoch with the best "
             "validation accuracy; peak: the best test accuracy over epochs (chosen on test: a memorisation "
             "diagnostic only); "
-            "audit AUROC: how well <code>lanet audit</code>'s score (1 − p(given label)) separates the labels the "
-            "noise flipped from the others (0.5 = chance).</p>")
+            "realised noise: share of training labels that differ from the dataset's own labels (injected noise "
+            "or a label file); audit AUROC: how well <code>lanet audit</code>'s score (1 − p(given label)) separates "
+            "those labels from the others (0.5 = chance).</p>")
     return f"<table>{head}{''.join(body)}</table>{note}"
 
 

@@ -8,7 +8,8 @@ parameters for the global batch, so N processes see exactly the images one proce
 Run directory::
 
     config.yaml            resolved configuration
-    noise.json             requested/realised noise; noise_changes.csv lists every changed label
+    noise.json             what changed the training labels (label file, injected noise) against the dataset's
+                           labels; noise_changes.csv lists every changed label
     metrics.jsonl          one JSON line per epoch
     checkpoint.pt          method + optimiser state after the last finished epoch (for --resume)
     model_final.pt         exported expression classifier after the last epoch
@@ -355,8 +356,7 @@ def setup_run(cfg: Config, out: Path, resume: bool, device: torch.device, info: 
     if resume and (out / "checkpoint.pt").is_file():
         restore_checkpoint(run)
     # every check has passed: report the data (an error above is the only line a failed command prints)
-    _log(f"{fs.summary()}; noise {data.noise.type} requested {data.noise.rate:.2f} realised "
-         f"{data.noise.realised_rate:.4f}; {info.world} process(es) on {device}", info)
+    _log(f"{fs.summary()}; {data.noise.describe()}; {info.world} process(es) on {device}", info)
     report = data_report(fs)
     if report:
         _log(f"data: {report}", info)
@@ -437,7 +437,7 @@ def train_one_epoch(run: Run, epoch: int, progress: bool) -> tuple[dict[str, flo
     lms_t = None if fs.landmarks is None else torch.from_numpy(fs.landmarks)
     found_t = None if fs.landmark_found is None else torch.from_numpy(fs.landmark_found)
     labels_t = torch.from_numpy(data.train_labels)
-    clean_t = torch.from_numpy(fs.labels[data.train_idx])
+    clean_t = torch.from_numpy(fs.labels[data.train_idx])  # the dataset's labels, also under a --labels file
     train_idx_t = torch.from_numpy(data.train_idx)
 
     method.train()
@@ -551,7 +551,8 @@ def summarise(cfg: Config, fs: FaceSet, noise: NoiseRecord, history: list[dict[s
         "method": cfg.method.name,
         "dataset": fs.name,
         "noise": {"type": noise.type, "rate": noise.rate},
-        "realised_noise_rate": noise.realised_rate,
+        "realised_noise_rate": noise.realised_rate,  # training labels that differ from the dataset's (any cause)
+        "label_file_noise_rate": None if noise.label_file is None else noise.label_file["realised_rate"],
         "seed": cfg.train.seed,
         "epochs": cfg.train.epochs,
         "test_accuracy": final["test_accuracy"],
