@@ -291,7 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tsne-points", type=int, default=2000, help="test images in the t-SNE (seeded subsample)")
     p.add_argument("--samples", type=int, default=8, help="sample images in the distribution and Grad-CAM figures")
     p.add_argument("--seed", type=int, default=0, help="seed of the subsamples and t-SNE")
-    p.add_argument("--cam-layer", default="layer4", help="Grad-CAM stage (default layer4, the last)")
+    p.add_argument("--cam-layer", default="auto", help="Grad-CAM stage, e.g. layer3 (default auto: the deepest "
+                   "stage whose map is at least 3 x 3 at the run's input size; the figure names it)")
     p.add_argument("--check", action="store_true", help="open the page in headless Chromium and fail on a broken "
                    "image or a script error")
     p.add_argument("--quiet", action="store_true", help="no progress lines")

@@ -12,7 +12,8 @@ Per run (everything computed from the run directory and the dataset its ``config
   against those it left as the dataset's (the dataset's own labels are the reference: a label file's labels are
   never called clean);
 * learned label distributions against the human votes for sample training images (LA-Net Fig. 5);
-* Grad-CAM maps of sample test images on the classifier's last stage (LA-Net Fig. 6).
+* Grad-CAM maps of sample test images (LA-Net Fig. 6) on the deepest stage whose map is at least 3 x 3 at the
+  run's input size (``cam_layer="auto"``; the figure names the layer and its map size).
 
 With several runs, a comparison comes first: accuracy curves overlaid, an accuracy table and, for runs on
 the same data, Grad-CAM of the same test images side by side. A figure that cannot be made for a run (no
@@ -507,20 +508,17 @@ def _cams(a: Analysis, idx: np.ndarray, layer: str, device: Any) -> tuple[np.nda
     return cams.cpu().numpy(), logits.argmax(1).cpu().numpy()
 
 
-def stage_size(net: Any, layer: str, channels: int, size: int, device: Any) -> tuple[int, int]:
-    """The spatial size of ``layer``'s output for a ``size`` px input."""
-    import torch
+def cam_layer_for(a: Analysis, layer: str, device: Any) -> tuple[str, tuple[int, int], bool]:
+    """(layer name, its map size at the run's input size, whether it was chosen automatically) for Grad-CAM on
+    ``a``'s classifier: ``layer`` itself, or for ``auto`` the deepest stage whose map is at least 3 x 3
+    (:func:`lanet.gradcam.choose_layer`)."""
+    from .gradcam import choose_layer, map_size
 
-    from .gradcam import find_layer
-
-    shape: list[int] = []
-    hook = find_layer(net, layer).register_forward_hook(lambda m, i, o: shape.extend(o.shape[-2:]))
-    try:
-        with torch.no_grad():
-            net(torch.zeros(1, channels, size, size, device=device))
-    finally:
-        hook.remove()
-    return int(shape[0]), int(shape[1])
+    channels, size = a.run.faceset.channels, a.run.cfg.data.image_size
+    if layer == "auto":
+        name, hw = choose_layer(a.net, channels, size, device)
+        return name, hw, True
+    return layer, map_size(a.net, layer, channels, size, device), False
 
 
 def fig_gradcam(group: list[Analysis], out: Path, rel: str, samples: int, seed: int, layer: str,
@@ -532,7 +530,8 @@ def fig_gradcam(group: list[Analysis], out: Path, rel: str, samples: int, seed: 
     plt = _plt()
     fs = group[0].run.faceset
     idx = _cam_samples(fs, group[0].test_idx, samples, seed)
-    maps = [_cams(a, idx, layer, device) for a in group]
+    layers = [cam_layer_for(a, layer, device) for a in group]
+    maps = [_cams(a, idx, name, device) for a, (name, _, _) in zip(group, layers)]
     rows, cols = 1 + len(group), len(idx)
     fig, axes = plt.subplots(rows, cols, figsize=(1.25 * cols, 1.4 * rows), squeeze=False)
     names = fs.class_names
@@ -552,12 +551,23 @@ def fig_gradcam(group: list[Analysis], out: Path, rel: str, samples: int, seed: 
     fig.tight_layout()
     _save(fig, out, rel)
     size = group[0].run.cfg.data.image_size
-    hs, ws = stage_size(group[0].net, layer, fs.channels, size, device)
+
+    def where(name: str, hw: tuple[int, int], auto: bool) -> str:
+        why = (", the deepest stage whose map is at least 3 x 3 there (--cam-layer auto)" if auto
+               else " (--cam-layer)")
+        return f"{name}, whose map is {hw[0]} x {hw[1]} at the {size} px input{why}"
+
+    if len({(n, hw) for n, hw, _ in layers}) == 1:
+        on = f"on {where(*layers[0])}"
+        per_row = ""
+    else:
+        on = "on the layer named per row"
+        per_row = " Layers: " + "; ".join(f"{a.run.name}: {where(*lay)}" for a, lay in zip(group, layers)) + "."
     who = "" if len(group) == 1 else " Rows: " + "; ".join(f"{a.run.name} ({a.model_note.split(' (')[0]})"
                                                             for a in group) + "."
-    return Figure(rel, title, f"Grad-CAM (Selvaraju et al. 2017) of the predicted class on {layer}, whose map is "
-                  f"{hs} x {ws} at the {size} px input (upsampled for display), for one seeded random test image per "
-                  f"class (seed {seed}); a red title marks a wrong prediction (LA-Net Fig. 6).{who}")
+    return Figure(rel, title, f"Grad-CAM (Selvaraju et al. 2017) of the predicted class {on} (upsampled for "
+                  f"display), for one seeded random test image per class (seed {seed}); a red title marks a wrong "
+                  f"prediction (LA-Net Fig. 6).{per_row}{who}")
 
 
 def fig_compare_curves(group: list[Analysis], out: Path) -> Figure | Skipped:
@@ -702,7 +712,7 @@ def render_html(groups: list[Analysis], compare: list[Figure | Skipped], title: 
 # ---------------------------------------------------------------------------------------------- entry point
 def make_report(run_dirs: list[str | Path], out: str | Path, *, root: str = "", model: str = "auto",
                 device: str = "auto", batch_size: int = 256, tsne_points: int = 2000, samples: int = 8,
-                seed: int = 0, cam_layer: str = "layer4", title: str = "", progress: bool = True) -> ReportResult:
+                seed: int = 0, cam_layer: str = "auto", title: str = "", progress: bool = True) -> ReportResult:
     """Write ``out/index.html`` and its PNGs for ``run_dirs`` (see the module docstring)."""
     from .train.trainer import resolve_device
 
