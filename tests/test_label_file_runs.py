@@ -169,3 +169,25 @@ def test_runs_recorded_before_label_files_were_noise_still_read(label_runs, tmp_
     np.testing.assert_array_equal(lab.given, [file_labels[n] for n in names])
     np.testing.assert_array_equal(lab.flipped, [file_labels[n] != dataset[n] for n in names])
     assert lab.noise_type == "label_file"
+
+
+def test_audit_compare_judges_against_the_labels_the_file_changed(label_runs, tmp_path):
+    import importlib.util
+    import sys
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "audit_compare.py"
+    if "audit_compare" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("audit_compare", path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["audit_compare"] = module  # dataclasses look their module up there
+        spec.loader.exec_module(module)
+    ac = sys.modules["audit_compare"]
+    runs, *_ = label_runs
+    (group,) = ac.compare([str(runs["file"])], folds=2, work=tmp_path / "folds", seed=0, threads=1, batch_size=64,
+                          root="", progress=False)
+    assert group["changed"] == 56 and group["realised_noise_rate"] == pytest.approx(56 / 168)
+    assert group["labels"]["label_file"] == "second_annotation.csv" and group["labels"]["record"] == "label_file"
+    (row,) = group["methods"]
+    assert row["method"] == "lanet_distributions" and row["changed"] == 56
+    assert row["auroc"] == pytest.approx(audit_run(runs["file"]).injected_noise_metrics()["auroc"])
+    assert "### synthetic, label file second_annotation.csv: 56 of 168 training labels differ" in ac.markdown([group])

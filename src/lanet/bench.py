@@ -85,7 +85,7 @@ class Row:
 class Column:
     """One label-noise setting of a table's training labels."""
 
-    noise: str  # none | symmetric | asymmetric | annotator
+    noise: str  # none | symmetric | asymmetric | annotator | label_file (the labels of ``--labels FILE``)
     rate: float = 0.0
 
     @property
@@ -94,6 +94,8 @@ class Column:
             return "clean"
         if self.noise == "annotator":
             return "annotator (one vote per image)"
+        if self.noise == LABEL_FILE:
+            return "label file"
         return f"{self.noise} {100 * self.rate:g}%"
 
 
@@ -116,6 +118,7 @@ class TableDef:
 
 
 _SWITCHES = ("LD", "LM", "EL", "PL")
+LABEL_FILE = "label_file"  # the column of the labelfile table: the training labels of ``--labels FILE``
 
 
 def _ablation(label: str, on: Sequence[str]) -> Row:
@@ -161,6 +164,14 @@ TABLES: dict[str, TableDef] = {
         "dataset's own labels ({protocol}). realised noise: fraction of training labels that differ from the "
         "dataset's labels.",
         _PAIR, (Column("annotator"),), method_rows=True),
+    "labelfile": TableDef(
+        "labelfile", "Real label noise from a second annotation: a label file",
+        "Test accuracy (%) on {dataset} trained on the labels of a label file (--labels {label_file}: a second "
+        "annotation of the training images, e.g. a cheaper or automatic one; its labels replace the dataset's on "
+        "the training images it names, and no noise is injected). Test labels are the dataset's own labels "
+        "({protocol}). realised noise: fraction of training labels that differ from the dataset's labels, i.e. "
+        "those the file changed.",
+        _PAIR, (Column(LABEL_FILE),), method_rows=True),
     "table6": TableDef(
         "table6", "Table 6 analogue: label distributions vs human votes",
         "Jensen–Shannon divergence (natural log: 0 ≤ JS ≤ ln 2 ≈ 0.693) on every training image of {dataset} "
@@ -329,6 +340,10 @@ def table_layout(table: str, methods: Sequence[str] | None = None,
         cols = ([Column("none")] if 0 in rates else []) + cols
         cols += [Column(t.rate_noise, float(r)) for r in rates if r > 0]
     return rows, cols
+
+
+def _file_tables() -> list[str]:
+    return [n for n, t in TABLES.items() if any(c.noise == LABEL_FILE for c in t.columns)]
 
 
 def get_table(name: str) -> TableDef:
@@ -551,6 +566,7 @@ class Bench:
     overrides: Sequence[str] = ()
     progress: bool = True
     command: str = ""
+    labels: str | None = None  # the label file of the label_file columns (``--labels FILE``)
     _facesets: dict[str, Any] = field(default_factory=dict, repr=False)
 
     # ------------------------------------------------------------------ configuration
@@ -564,6 +580,12 @@ class Bench:
         cfg.method.name = spec.method
         cfg.method.params = dict(spec.params)
         cfg.noise.type, cfg.noise.rate, cfg.noise.seed = spec.noise, float(spec.rate), -1
+        if spec.noise == LABEL_FILE:  # the file's labels, nothing injected on top
+            if not self.labels:
+                raise LanetError(f"table {spec.table} trains on a label file: pass --labels FILE.csv (header "
+                                 "name,label; the same file again when rendering)")
+            cfg.data.labels = str(Path(self.labels).expanduser().resolve())
+            cfg.noise.type, cfg.noise.rate = "none", 0.0
         cfg.train.seed = spec.seed
         if self.device:
             cfg.train.device = self.device
@@ -851,7 +873,8 @@ def render_accuracy_table(bench: Bench, table: str, seeds: Sequence[int] | None,
                          "val_selected_mean": sel_m, "val_selected_std": sel_s, "val_selected_seeds": len(sel),
                          "realised_noise_rate_mean": noise_m})
     dataset = dataset or bench.preset.config["data"]["name"]
-    caption = t.caption.format(dataset=dataset, protocol=_protocol_text(cfg0, dataset)) + " " + _ACCURACY_NOTE
+    caption = t.caption.format(dataset=dataset, protocol=_protocol_text(cfg0, dataset),
+                               label_file=Path(bench.labels).name if bench.labels else "FILE") + " " + _ACCURACY_NOTE
     md = [f"### {t.title} ({table}, preset {bench.preset.name})", "", caption, "",
           "| row | training labels | final (%) | val-selected (%) | seeds | realised noise | peak on test (%) @ epoch "
           "| flipped → clean | clean moved | pseudo: flipped → clean | pseudo: clean moved | pair precision |",
@@ -884,7 +907,22 @@ def render_accuracy_table(bench: Bench, table: str, seeds: Sequence[int] | None,
                     _num(r["realised_noise_rate_mean"])])
     data = {"table": table, "title": t.title, "caption": caption, "dataset": dataset, "provenance": prov,
             "rows": rows_out, "runs": runs, "missing": missing, "failed": failed, "excluded": stale}
+    if any(c.noise == LABEL_FILE for c in t.columns) and bench.labels:
+        data["label_file"] = label_file_provenance(bench.labels)
     return Rendered(table, "\n".join(md) + "\n", buf.getvalue(), data)
+
+
+def label_file_provenance(path: str | Path) -> dict[str, Any]:
+    """The label file a table was trained on: its path, rows and SHA-256 (so a rendered table names its labels)."""
+    import hashlib
+
+    p = Path(path).expanduser().resolve()
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise LanetError(f"label file not readable: {p} ({exc})") from exc
+    return {"path": str(p), "name": p.name, "sha256": hashlib.sha256(raw).hexdigest(),
+            "rows": max(len(raw.decode("utf-8-sig", errors="replace").strip().splitlines()) - 1, 0)}
 
 
 JS_KEYS = ("js_learned", "js_onehot_train", "js_smoothed_train", "js_onehot_dataset")
@@ -993,7 +1031,7 @@ def run_benchmark(tables: Sequence[str], preset: str = "smoke", *, root: str | N
                   seeds: Sequence[int] | None = None, methods: Sequence[str] | None = None,
                   rates: Sequence[float] | None = None, device: str | None = None, overrides: Sequence[str] = (),
                   render_only: bool = False, dry_run: bool = False, progress: bool = True,
-                  command: str | None = None) -> BenchReport:
+                  command: str | None = None, labels: str | None = None) -> BenchReport:
     """Run (unless ``render_only``/``dry_run``) the grids of ``tables`` under ``preset`` and render them.
 
     Args:
@@ -1011,18 +1049,35 @@ def run_benchmark(tables: Sequence[str], preset: str = "smoke", *, root: str | N
             rendering, since rendering matches run directories to the grid's configuration).
         render_only: only render from the run directories. dry_run: only print the plan.
         progress: per-epoch progress bars. command: the command line recorded as provenance.
+        labels: the label file (``name,label`` CSV) the ``labelfile`` table trains on; ``all`` leaves that table
+            out without one.
     """
     if render_only and dry_run:
         raise LanetError("--render-only and --dry-run exclude each other")
     p = get_preset(preset)
     names = expand_tables(tables)
+    file_tables = [n for n in names if any(c.noise == LABEL_FILE for c in TABLES[n].columns)]
+    if labels:
+        if not file_tables:
+            raise LanetError(f"--labels is used by the label-file table(s) only ({', '.join(_file_tables())}); "
+                             "name one of them")
+        if not Path(labels).expanduser().is_file():
+            raise LanetError(f"label file not found: {labels}")
+    else:
+        named = [n for n in file_tables if n in tables]
+        if named:
+            raise LanetError(f"table {named[0]} trains on a label file: pass --labels FILE.csv (header name,label)")
+        names = [n for n in names if n not in file_tables]  # 'all' without a label file
+        if not names:
+            raise LanetError("no table left to run")
     rates_l = parse_rates(rates) if rates is not None else None
     methods_l = [m.strip() for m in methods if m.strip()] if methods else None
     for t in names:  # validates --methods early
         table_layout(t, methods_l, rates_l)
     bench = Bench(p, Path(runs) if runs else Path("runs") / "bench" / p.name, root=root, device=device,
                   overrides=list(overrides), progress=progress,
-                  command=command or shlex.join(["lanet", "bench", *names, "--preset", preset]))
+                  command=command or shlex.join(["lanet", "bench", *names, "--preset", preset]
+                                                + (["--labels", str(labels)] if labels else [])), labels=labels)
     for item in overrides:  # validate overrides once, with a readable error
         set_override(Config(), item)
     run_seeds = list(seeds) if seeds else list(p.seeds)
