@@ -236,9 +236,14 @@ def fig_curves(a: Analysis, baseline: Analysis | None, out: Path) -> Figure | Sk
     ax.set(xlabel="epoch", ylabel="training loss (epoch mean)", title="loss terms")
     ax.legend(fontsize=7)
     ax = axes[1]
-    for key, label in (("val_accuracy", "validation"), ("test_accuracy", "test")):
+    precise = any("test_accuracy_running_bn" in line for line in h)
+    for key, label in (("val_accuracy", "validation"), ("test_accuracy", "test"),
+                       ("test_accuracy_running_bn", "test, running BN statistics")):
         if any(key in line for line in h):
-            ax.plot(epochs, [100 * line.get(key, np.nan) for line in h], marker="o", ms=3, label=label)
+            style = {"ls": "--", "alpha": 0.7} if key == "test_accuracy_running_bn" else {}
+            if precise and key == "test_accuracy":
+                label = "test, precise BN"
+            ax.plot(epochs, [100 * line.get(key, np.nan) for line in h], marker="o", ms=3, label=label, **style)
     notes = []
     pk = peak(h)
     if pk:
@@ -272,6 +277,10 @@ def fig_curves(a: Analysis, baseline: Analysis | None, out: Path) -> Figure | Sk
     cap = (f"Epoch means of every loss term (metrics.jsonl); validation and test accuracy per epoch: "
            f"{'; '.join(notes)}. The peak is chosen on test, so it is a memorisation diagnostic (a final far "
            "below it means the labels were memorised), never a result.")
+    if precise:
+        cap += (f" The run re-estimated its BatchNorm statistics on {a.run.cfg.train.precise_bn} training images "
+                "before each evaluation (train.precise_bn); the dashed curve is the same weights evaluated with "
+                "the running averages instead.")
     if diag:
         ref = "the dataset's own labels" if legend is _DIAGNOSTICS_FILE else "the clean labels"
         cap += (f" Right: LA-Net's label-correction diagnostics over the images seen each epoch (they use {ref}, "

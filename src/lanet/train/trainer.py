@@ -23,6 +23,7 @@ marks the directory as holding a run; every file is written atomically (old or n
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import sys
@@ -225,6 +226,7 @@ class Run:
     start_epoch: int = 0
     best_val: float = -1.0
     history: list[dict[str, Any]] = field(default_factory=list)
+    eval_model: nn.Module | None = None  # with train.precise_bn: the last evaluated copy of the classifier
 
     @property
     def memory_format(self) -> torch.memory_format:
@@ -494,6 +496,12 @@ def epoch_metrics(run: Run, epoch: int, sums: dict[str, float], seconds: float) 
     exported = run.method.export()
     val_idx, test_idx = fs.indices("val"), fs.indices("test")
     ev = (run.aug, run.device, cfg.train.eval_batch_size, run.info, run.amp, run.memory_format)
+    if cfg.train.precise_bn:
+        # the running averages' number first, for comparison; then a copy with the statistics of the weights as
+        # they are, which is evaluated and exported (training keeps its own running averages untouched)
+        line["test_accuracy_running_bn"] = evaluate(exported, fs, test_idx, *ev)["accuracy"]
+        exported = run.eval_model = copy.deepcopy(exported)
+        line["precise_bn_layers"] = precise_bn(run, exported)
     if len(val_idx):
         val = evaluate(exported, fs, val_idx, *ev)
         line["val_accuracy"] = val["accuracy"]
@@ -506,6 +514,31 @@ def epoch_metrics(run: Run, epoch: int, sums: dict[str, float], seconds: float) 
     return line
 
 
+def evaluated_model(run: Run) -> nn.Module:
+    """The classifier the last evaluation measured, to export: the method's own, or with ``train.precise_bn`` its
+    copy with re-estimated BatchNorm statistics (made now if no epoch ran in this process, e.g. a resumed run
+    whose epochs had all finished)."""
+    if not run.cfg.train.precise_bn:
+        return run.method.export()
+    if run.eval_model is None:
+        run.eval_model = copy.deepcopy(run.method.export())
+        precise_bn(run, run.eval_model)
+    return run.eval_model
+
+
+def precise_bn(run: Run, model: nn.Module) -> int:
+    """``train.precise_bn``: set ``model``'s BatchNorm running statistics to the population statistics of the
+    first ``train.precise_bn`` images of a seeded shuffle of the training split (the same images every epoch;
+    :mod:`lanet.train.precise_bn`). Returns the number of layers updated."""
+    from .precise_bn import recompute_bn_statistics
+
+    cfg, fs = run.cfg, run.data.faceset
+    pick = np.random.default_rng(cfg.train.seed).permutation(len(run.data.train_idx))[:cfg.train.precise_bn]
+    images = fs.images[run.data.train_idx[np.sort(pick)]]
+    return recompute_bn_statistics(model, images, run.aug, cfg.train.batch_size, run.device, run.amp,
+                                   run.memory_format)
+
+
 def save_epoch(run: Run, epoch: int, line: dict[str, Any]) -> None:
     """Main process: the metrics (rewritten atomically, so a full disk cannot leave half a line), the
     validation-selected export and the checkpoint; then the console line."""
@@ -513,7 +546,7 @@ def save_epoch(run: Run, epoch: int, line: dict[str, Any]) -> None:
     atomic_write_text("".join(json.dumps(h) + "\n" for h in run.history), out / "metrics.jsonl")
     if "val_accuracy" in line and line["val_accuracy"] > run.best_val:
         run.best_val = line["val_accuracy"]
-        atomic_torch_save(export_payload(run.method.export(), cfg, run.data.faceset, run.aug, epoch),
+        atomic_torch_save(export_payload(evaluated_model(run), cfg, run.data.faceset, run.aug, epoch),
                           out / "model_val_selected.pt")
     if cfg.train.checkpoint:
         save_checkpoint(out / "checkpoint.pt", run.method.state_dict(), run.optimizer.state_dict(), epoch,
@@ -530,7 +563,7 @@ def finish_run(run: Run) -> dict[str, Any]:
     summary: dict[str, Any] = {}
     if run.info.main:
         cfg, fs, out = run.cfg, run.data.faceset, run.out
-        atomic_torch_save(export_payload(run.method.export(), cfg, fs, run.aug, cfg.train.epochs - 1),
+        atomic_torch_save(export_payload(evaluated_model(run), cfg, fs, run.aug, cfg.train.epochs - 1),
                           out / "model_final.pt")
         run.method.save_artifacts(out)
         summary = summarise(cfg, fs, run.data.noise, run.history, run.info.world, str(run.device))
