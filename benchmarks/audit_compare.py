@@ -1,10 +1,11 @@
 """Finding wrong training labels: LA-Net's learned distributions vs small loss vs cleanlab on K-fold CE.
 
-Given run directories (LA-Net and baseline/CE runs, any noise settings), the runs are grouped by the training
-labels they saw (dataset, noise type, rate and noise seed; every run of a group must have identical labels).
-Per group, each method scores every training image and is judged against the truth of the noise record
-(``noise_changes.csv``: the labels the noise changed; for annotator noise, the labels that differ from the
-dataset's own plurality label):
+Given run directories (LA-Net and baseline/CE runs, any noise settings, with or without a ``--labels`` file), the
+runs are grouped by the training labels they saw (dataset, label file, noise type, rate and noise seed; every run
+of a group must have identical labels). Per group, each method scores every training image and is judged against
+the truth of the noise record (``noise_changes.csv``: the training labels that differ from the dataset's own
+labels: those the noise changed; for annotator noise, those that differ from the dataset's plurality label; for a
+run trained on a label file, e.g. a second annotation, those the file changed, plus any noise injected on top):
 
 * ``lanet_distributions`` (per LA-Net run): 1 - p(given label) under the label distribution the run learned
   (``label_distributions.npz``), i.e. ``lanet audit``'s score. Compute: the LA-Net run's training.
@@ -214,6 +215,7 @@ def kfold_probabilities(run: RunData, k: int, work: Path, seed: int, threads: in
         if not (d / "summary.json").is_file():
             cfg = copy.deepcopy(run.cfg)  # the CE run's configuration; the noise is already in the labels
             cfg.noise.type, cfg.noise.rate = "none", 0.0
+            cfg.data.labels = ""  # so is the label file's
             if threads:
                 cfg.train.threads = threads
             resume = (d / "config.yaml").is_file()
@@ -223,7 +225,8 @@ def kfold_probabilities(run: RunData, k: int, work: Path, seed: int, threads: in
             _write_json(d / "fold.json", {
                 "source_run": str(run.path), "fold": f + 1, "folds": k, "seed": seed,
                 "note": "training split = the source run's training split minus the held-out images below, labelled "
-                        "with the source run's noisy training labels (so config.yaml says noise none)",
+                        "with the source run's noisy training labels (so config.yaml says noise none and no "
+                        "label file)",
                 "held_out": [str(n) for n in fs.names[lab.index[held]]]})
             with training_on(fold_faceset(fs, lab.index, lab.given, held)):
                 train(cfg, d, resume=resume, progress=progress)
@@ -337,7 +340,9 @@ def compare(run_dirs: list[str], *, folds: int, work: Path, seed: int, threads: 
             rows.append(row)
         k = json.loads(key)
         results.append({"labels": {"dataset": k["data"]["name"], "noise": k["noise"], "rate": k["rate"],
-                                   "noise_seed": k["seed"]},
+                                   "noise_seed": k["seed"], "label_file": ref.label_file or None,
+                                   "label_file_path": k["data"].get("labels") or None,
+                                   "record": ref.noise_type},
                         "images": int(len(ref.index)), "changed": int(ref.flipped.sum()),
                         "realised_noise_rate": float(ref.flipped.mean()), "votes": votes is not None,
                         "runs": [str(r.path) for r in members], "methods": rows})
@@ -348,8 +353,11 @@ def markdown(groups: list[dict[str, Any]]) -> str:
     lines = []
     for g in groups:
         lab = g["labels"]
-        lines += [f"### {lab['dataset']}, {lab['noise']} {lab['rate']:g}: {g['changed']} of {g['images']} training "
-                  "labels changed", "",
+        what = f"{lab['noise']} {lab['rate']:g}"
+        if lab.get("label_file"):
+            what = f"label file {lab['label_file']}" + ("" if lab["noise"] == "none" else f" + {what}")
+        lines += [f"### {lab['dataset']}, {what}: {g['changed']} of {g['images']} training labels differ from the "
+                  "dataset's", "",
                   "| method | precision@100 | precision@1000 | AUROC | vote share of given, top 100 | compute (s) |",
                   "|---|---|---|---|---|---|"]
         for m in g["methods"]:

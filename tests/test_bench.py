@@ -336,7 +336,7 @@ def test_label_distribution_js_matches_by_name_not_order(tmp_path):
 
 # ---------------------------------------------------------------------------------------------- grids and CLI
 def test_grids_are_data_and_names_encode_specs():
-    assert set(TABLES) == {"table1", "table5", "table2", "fig2", "annotator", "table6"}
+    assert set(TABLES) == {"table1", "table5", "table2", "fig2", "annotator", "labelfile", "table6"}
     assert set(PRESETS) == {"smoke", "cpu", "cpu-face", "faithful", "paper"}
     t1 = grid("table1", [0, 1])
     assert len(t1) == 42 and {s.method for s in t1} == {"baseline", "scn", "rul", "eac", "nla", "resup", "lanet"}
@@ -452,3 +452,58 @@ def test_trajectory_gives_the_release_rule_and_eacs_last5_rule(tmp_path):
     assert t["target_agrees_clean_label"] == 0.65 and "confident" not in t
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines[:4]))
     assert _trajectory(tmp_path)["last5_test_accuracy"] is None  # fewer than 5 epochs: no last-5 mean
+
+
+# ---------------------------------------------------------------------------------------------- labelfile
+def _vote_label_file():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "vote_label_file.py"
+    spec = importlib.util.spec_from_file_location("vote_label_file", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_labelfile_table_trains_on_the_file_and_reports_against_the_dataset(tmp_path, monkeypatch):
+    from lanet.config import Config, apply_dict
+    from lanet.data.loaders import load_faceset
+
+    monkeypatch.setenv("LANET_CACHE", str(tmp_path / "cache"))
+    specs = grid("labelfile", [0])
+    assert [(s.method, s.noise, s.name) for s in specs] == [("baseline", "label_file", "baseline-label_file-0.00-s0"),
+                                                           ("lanet", "label_file", "lanet-label_file-0.00-s0")]
+    with pytest.raises(LanetError, match="pass --labels FILE.csv"):
+        Bench(get_preset("smoke"), tmp_path).config(specs[0])
+    with pytest.raises(LanetError, match="table labelfile trains on a label file: pass --labels"):
+        run_benchmark(["labelfile"], "smoke", runs=tmp_path / "r")
+    # a second annotation drawn from the synthetic faces' own votes (the FERPlus example's script)
+    cfg = Config()
+    apply_dict(cfg, json.loads(json.dumps(get_preset("smoke").config)))
+    labels = tmp_path / "one_vote.csv"
+    rows, differ = _vote_label_file().write_label_file(load_faceset(cfg.data), 0, labels)
+    assert rows == len(load_faceset(cfg.data).indices("train")) and 0 < differ < rows
+    with pytest.raises(LanetError, match="--labels is used by the label-file table"):
+        run_benchmark(["table1"], "smoke", runs=tmp_path / "r", labels=str(labels))
+    with pytest.raises(LanetError, match="label file not found"):
+        run_benchmark(["labelfile"], "smoke", runs=tmp_path / "r", labels=str(tmp_path / "nope.csv"))
+    run_cfg = Bench(get_preset("smoke"), tmp_path, labels=str(labels)).config(specs[1])
+    assert run_cfg.data.labels == str(labels.resolve()) and run_cfg.noise.type == "none"
+
+    rep = run_benchmark(["labelfile"], "smoke", runs=tmp_path / "r", results=tmp_path / "res", seeds=[0],
+                        methods=["baseline"], labels=str(labels), progress=False)
+    (o,) = rep.outcomes
+    assert o.status == "trained"
+    summary = json.loads((o.run_dir / "summary.json").read_text())
+    assert summary["noise"]["type"] == "label_file" and summary["realised_noise_rate"] == pytest.approx(differ / rows)
+    (r,) = rep.rendered
+    assert "--labels one_vote.csv" in r.markdown and "| label file |" in r.markdown
+    assert f"{100 * differ / rows:.1f}%" in r.markdown
+    assert r.data["label_file"]["sha256"] and r.data["label_file"]["rows"] == rows
+    assert "--labels" in r.data["provenance"]["command"]
+    # rendering again needs the same file; 'all' without one leaves the table out
+    again = run_benchmark(["labelfile"], "smoke", runs=tmp_path / "r", results=tmp_path / "res2", seeds=[0],
+                          methods=["baseline"], labels=str(labels), render_only=True)
+    assert again.rendered[0].data["rows"][0]["seeds"] == 1
+    plan = run_benchmark(["all"], "smoke", runs=tmp_path / "r", seeds=[0], dry_run=True)
+    assert all(o.spec.table != "labelfile" for o in plan.outcomes)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import types
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -414,15 +415,21 @@ def test_label_file_override(tmp_path):
                           "fer0000009.png,anger\n")      # val image: never relabelled
     out = apply_label_file(fs, labels_csv)
     i = {n: k for k, n in enumerate(out.names)}
-    assert out.labels[i["fer0000000.png"]] == 3 and out.labels[i["fer0000007.png"]] == 7
-    assert out.labels[i["fer0000009.png"]] == fs.labels[i["fer0000009.png"]] == 2
+    assert out.file_labels[i["fer0000000.png"]] == 3 and out.file_labels[i["fer0000007.png"]] == 7
+    assert out.file_labels[i["fer0000009.png"]] == fs.labels[i["fer0000009.png"]] == 2
     assert out.meta["label_file"]["changed"] == 2 and out.meta["label_file"]["ignored_not_train"] == 1
-    assert fs.labels[i["fer0000000.png"]] == 6  # the input is not modified
-    changed = np.flatnonzero(out.labels != fs.labels).tolist()
+    # the dataset's own labels stay the reference: the file's labels are kept apart
+    np.testing.assert_array_equal(out.labels, fs.labels)
+    assert fs.file_labels is None and fs.labels[i["fer0000000.png"]] == 6  # the input is not modified
+    np.testing.assert_array_equal(out.given_labels, out.file_labels)
+    changed = np.flatnonzero(out.file_labels != fs.labels).tolist()
     assert changed == [i["fer0000000.png"], i["fer0000007.png"]]
+    sub = out.subset(np.array([i["fer0000007.png"], i["fer0000000.png"]]))
+    assert sub.file_labels.tolist() == [7, 3] and sub.labels.tolist() == [0, 6]
 
     via_cfg = load_faceset(DataConfig(name="ferplus", root=str(root), labels=str(labels_csv)))
-    np.testing.assert_array_equal(via_cfg.labels, out.labels)
+    np.testing.assert_array_equal(via_cfg.file_labels, out.file_labels)
+    np.testing.assert_array_equal(via_cfg.labels, fs.labels)
 
     # names the protocol dropped (fer0000003: unknown top; fer0000008: no PNG) are ignored and counted, as a
     # label file for every FER2013 image has them; a name the dataset never listed stays an error
@@ -468,6 +475,20 @@ def test_carve_val_and_limit():
     tl = limit_train(_toy([0, 1, 2, 3, 4, 5, 6], [0, 2, 0, 1, 0, 2, 0]), 2)
     assert tl.labels.tolist() == [0, 1, 2, 3, 5] and tl.meta["train_limit"] == 2
     assert limit_train(fs, 0) is fs and limit_train(fs, 1000) is fs
+
+
+def test_carved_val_and_limits_keep_the_label_file_apart():
+    """A carved val image keeps the dataset's label (a label file relabels training images only), the split is
+    stratified on the dataset's labels whatever the file says, and the limits cut the file's labels alike."""
+    fs = _toy([0] * 50 + [1] * 30 + [2] * 20)
+    relabelled = replace(fs, file_labels=np.full(100, 2))
+    out = carve_val(relabelled, 0.2, seed=3)
+    np.testing.assert_array_equal(out.split, carve_val(fs, 0.2, seed=3).split)
+    val = out.split == VAL
+    np.testing.assert_array_equal(out.file_labels[val], fs.labels[val])
+    assert (out.file_labels[~val] == 2).all() and (out.labels == fs.labels).all()
+    tl = limit_train(replace(_toy([0, 1, 2, 3], [0, 2, 0, 0]), file_labels=np.array([5, 1, 6, 4])), 2)
+    assert tl.file_labels.tolist() == [5, 1, 6] and tl.labels.tolist() == [0, 1, 2]
 
 
 def test_loader_errors_and_synthetic(tmp_path, monkeypatch):

@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 
@@ -86,3 +88,62 @@ def test_save_noise_records_changes(tmp_path):
     name, clean, new = rows[1].split(",")
     i = int(name[1:-4])
     assert CLASSES[fs.labels[i]] == clean and CLASSES[noisy[i]] == new
+
+
+def _with_label_file(n=4000, seed=0):
+    """A FaceSet whose label file changes the first third of the training labels (to the next class)."""
+    from dataclasses import replace
+
+    fs = make_set(n, seed=seed)
+    train = fs.indices("train")
+    file_labels = fs.labels.copy()
+    moved = train[: len(train) // 3]
+    file_labels[moved] = (fs.labels[moved] + 1) % fs.num_classes
+    meta = {"label_file": {"path": "/somewhere/second_annotation.csv"}}
+    return replace(fs, file_labels=file_labels, meta=meta), moved
+
+
+def test_label_file_is_recorded_as_noise_against_the_dataset_labels(tmp_path):
+    fs, moved = _with_label_file()
+    train = fs.indices("train")
+    labels, rec = apply_noise(fs, "none", 0.0, seed=0)
+    np.testing.assert_array_equal(labels, fs.file_labels)
+    assert rec.type == "label_file" and rec.num_changed == len(moved) == rec.label_file["changed"]
+    assert rec.realised_rate == pytest.approx(len(moved) / len(train))
+    assert rec.label_file["name"] == "second_annotation.csv" and rec.injected["changed"] == 0
+    assert "33.3% of the 3600 training labels differ" in rec.describe()
+    save_noise(tmp_path, fs, labels, rec)
+    rows = [r.split(",") for r in (tmp_path / "noise_changes.csv").read_text().strip().splitlines()]
+    assert rows[0] == ["name", "clean", "noisy", "label_file"] and len(rows) - 1 == len(moved)
+    i = int(rows[1][0][1:-4])
+    assert rows[1][1:] == [CLASSES[fs.labels[i]], CLASSES[fs.file_labels[i]], CLASSES[fs.file_labels[i]]]
+    saved = json.loads((tmp_path / "noise.json").read_text())
+    assert saved["type"] == "label_file" and saved["label_file"]["changed"] == len(moved)
+
+
+def test_noise_on_top_of_a_label_file_is_recorded_apart(tmp_path):
+    fs, moved = _with_label_file()
+    train = fs.indices("train")
+    labels, rec = apply_noise(fs, "symmetric", 0.3, seed=2)
+    injected = labels[train] != fs.file_labels[train]
+    differ = labels[train] != fs.labels[train]
+    assert rec.type == "label_file+symmetric" and rec.injected["type"] == "symmetric"
+    assert rec.injected["changed"] == injected.sum() and abs(rec.injected["realised_rate"] - 0.3) < 0.03
+    assert rec.label_file["changed"] == len(moved) and rec.num_changed == differ.sum()
+    # the noise starts from the file's labels: outside the file's changes, the flips are the injected ones
+    untouched = np.ones(len(train), bool)
+    untouched[: len(moved)] = False
+    np.testing.assert_array_equal(differ[untouched], injected[untouched])
+    save_noise(tmp_path, fs, labels, rec)
+    rows = [r.split(",") for r in (tmp_path / "noise_changes.csv").read_text().strip().splitlines()[1:]]
+    # every label that differs from the dataset's, plus file changes the noise moved back to the dataset's label
+    assert len(rows) == int((differ | (fs.file_labels[train] != fs.labels[train])).sum())
+    assert any(r[1] == r[2] != r[3] for r in rows)
+
+
+def test_without_label_file_the_record_keeps_three_columns(tmp_path):
+    fs = make_set(300)
+    noisy, rec = apply_noise(fs, "symmetric", 0.3, seed=0)
+    assert rec.label_file is None and rec.injected is None and rec.type == "symmetric"
+    save_noise(tmp_path, fs, noisy, rec)
+    assert (tmp_path / "noise_changes.csv").read_text().splitlines()[0] == "name,clean,noisy"

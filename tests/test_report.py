@@ -16,7 +16,7 @@ pytest.importorskip("matplotlib", reason="lanet report needs the report extra (m
 pytest.importorskip("sklearn", reason="lanet report needs the report extra (scikit-learn)")
 
 from lanet.cli import main  # noqa: E402
-from lanet.gradcam import grad_cam  # noqa: E402
+from lanet.gradcam import choose_layer, grad_cam  # noqa: E402
 from lanet.htmlcheck import check_page, find_browser  # noqa: E402
 from lanet.report import loss_terms, make_report, peak  # noqa: E402
 
@@ -138,6 +138,26 @@ class _OneStage(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.layer4(x).mean((2, 3)))
+
+
+def test_grad_cam_auto_layer_is_the_deepest_map_of_at_least_3x3():
+    from lanet.models.dlib_resnet import DlibResNet
+    from lanet.models.resnet import create_model
+
+    dlib_small = DlibResNet(num_classes=7, in_chans=1, pad_strided=True)
+    # at 64 px dlib's small ResNet ends in a 1 x 1 map (the whole face one colour); layer3 is 4 x 4
+    assert choose_layer(dlib_small, 1, 64) == ("layer3", (4, 4))
+    r18 = create_model("resnet18", num_classes=7, in_chans=1, width=8)
+    assert choose_layer(r18, 1, 48) == ("layer3", (3, 3))  # layer4 is 2 x 2
+    assert choose_layer(r18, 1, 32) == ("layer2", (4, 4))
+    assert choose_layer(r18, 1, 224) == ("layer4", (7, 7))
+    assert choose_layer(_OneStage(), 1, 2) == ("layer4", (2, 2))  # nothing reaches 3 x 3: the largest map
+
+
+def test_report_names_the_grad_cam_layer(report):
+    _, text = _parse(report.index)
+    assert ("on layer2, whose map is 4 x 4 at the 32 px input, the deepest stage whose map is at least 3 x 3 "
+            "there (--cam-layer auto)") in text
 
 
 def test_grad_cam_hand_case():

@@ -135,15 +135,16 @@ class Audit:
     names: np.ndarray
     given: np.ndarray
     dataset_labels: np.ndarray
-    changed: np.ndarray  # n bool: the run's noise record changed the label
-    noise_type: str
+    changed: np.ndarray  # n bool: the label differs from the dataset's (injected noise or a label file changed it)
+    noise_type: str  # the record's: none | symmetric | ... | label_file | label_file+<type>
     scores: LabelScores
     order: np.ndarray  # positions 0..n-1, most suspicious first
     human_share: np.ndarray | None = None  # n: fraction of annotators who chose the given label (votes only)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def injected_noise_metrics(self) -> dict[str, float | None] | None:
-        """precision@100, precision@1000 and AUROC for finding the labels the noise changed (None without noise)."""
+        """precision@100, precision@1000 and AUROC for finding the labels that differ from the dataset's (changed by
+        injected noise or by a label file; None without either)."""
         if self.noise_type == "none" or not self.changed.any():
             return None
         s, m = self.scores.score, self.scores.margin
@@ -269,7 +270,10 @@ def contact_sheet(audit: Audit, images: np.ndarray, path: str | Path, top: int =
         draw.text((x0, y + line_h), f"given {CLASSES[audit.given[i]]}", fill=(190, 0, 0), font=font)
         draw.text((x0, y + 2 * line_h), f"sugg. {CLASSES[s.suggested[i]]}", fill=(0, 130, 0), font=font)
         if noise:
-            text = f"noise: was {CLASSES[audit.dataset_labels[i]]}" if audit.changed[i] else "noise: unchanged"
+            if audit.noise_type.startswith("label_file"):  # the dataset's label is the reference
+                text = f"dataset: {CLASSES[audit.dataset_labels[i]]}" if audit.changed[i] else "as the dataset"
+            else:
+                text = f"noise: was {CLASSES[audit.dataset_labels[i]]}" if audit.changed[i] else "noise: unchanged"
             draw.text((x0, y + 3 * line_h), text, fill=(90, 90, 90), font=font)
     path = Path(path)
     with atomic_open(path, "wb") as fh:
@@ -304,7 +308,13 @@ def summary_lines(audit: Audit, top_rows: int = 5) -> list[str]:
     m = audit.injected_noise_metrics()
     if m is not None:
         au = "n/a" if m["auroc"] is None else f"{m['auroc']:.3f}"
-        lines.append(f"  against the run's injected {audit.noise_type} noise ({m['changed']} changed labels): "
+        if audit.noise_type.startswith("label_file"):
+            extra = audit.noise_type.partition("+")[2]
+            against = (f"the {m['changed']} labels the run's label file{f' and {extra} noise' if extra else ''} "
+                       "changed from the dataset's")
+        else:
+            against = f"the run's injected {audit.noise_type} noise ({m['changed']} changed labels)"
+        lines.append(f"  against {against}: "
                      f"precision@100 {m['precision_at_100']:.3f}, precision@1000 {m['precision_at_1000']:.3f}, "
                      f"AUROC {au}")
     return lines

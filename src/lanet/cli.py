@@ -191,7 +191,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                            seeds=args.seeds, methods=args.methods.split(",") if args.methods else None,
                            rates=args.rates or None, device=args.device, overrides=args.overrides,
                            render_only=args.render_only, dry_run=args.dry_run, progress=not args.quiet,
-                           command=command)
+                           command=command, labels=args.labels)
     if args.dry_run:
         return 0
     for r in report.rendered:
@@ -291,7 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tsne-points", type=int, default=2000, help="test images in the t-SNE (seeded subsample)")
     p.add_argument("--samples", type=int, default=8, help="sample images in the distribution and Grad-CAM figures")
     p.add_argument("--seed", type=int, default=0, help="seed of the subsamples and t-SNE")
-    p.add_argument("--cam-layer", default="layer4", help="Grad-CAM stage (default layer4, the last)")
+    p.add_argument("--cam-layer", default="auto", help="Grad-CAM stage, e.g. layer3 (default auto: the deepest "
+                   "stage whose map is at least 3 x 3 at the run's input size; the figure names it)")
     p.add_argument("--check", action="store_true", help="open the page in headless Chromium and fail on a broken "
                    "image or a script error")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
@@ -355,11 +356,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seeds to run (default: the preset's: smoke 0 1, cpu 0, paper 0 1 2); when rendering, the "
                    "seeds to show (default: every seed found in the run directories)")
     p.add_argument("--methods", default="", metavar="M1,M2", help="comma-separated methods: the rows of table1, "
-                   "table5 and annotator (default: baseline,scn,rul,eac,nla,resup,lanet for table1/table5, "
-                   "baseline,lanet for annotator); for table2/fig2 keeps rows of these methods")
+                   "table5, annotator and labelfile (default: baseline,scn,rul,eac,nla,resup,lanet for table1/table5, "
+                   "baseline,lanet for annotator/labelfile); for table2/fig2 keeps rows of these methods")
     p.add_argument("--rates", default="", metavar="R1,R2", help="comma-separated noise rates of the noisy columns "
                    "(default 0.1,0.2,0.3 for table1/table5, 0.3 for table2/fig2; clean and annotator columns stay; "
                    "0 adds the clean column, e.g. --rates 0,0.3 for CE on clean labels beside 30%%)")
+    p.add_argument("--labels", default=None, metavar="FILE.csv", help="the label file (header name,label: a "
+                   "second annotation of the training images) the labelfile table trains on, tested against the "
+                   "dataset's labels; give it again when rendering (all leaves labelfile out without it)")
     p.add_argument("--device", default=None, metavar="DEV", help="auto | cpu | cuda (default: the preset's)")
     p.add_argument("-o", "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a configuration key for every run (repeat it when rendering)")

@@ -126,6 +126,9 @@ class TrainConfig:
                              "~1.2x faster CE and ~1.3x faster LA-Net steps on a 2-core CPU at 48 px)")
     log_every: int = _f(20, "progress bar refresh interval in steps")
     checkpoint: bool = _f(True, "write RUN_DIR/checkpoint.pt every epoch (atomically)")
+    precise_bn: int = _f(0, "before each evaluation, recompute BatchNorm statistics over this many training images "
+                         "(seeded shuffle, no augmentation; precise BN) and log the running-statistics accuracy as "
+                         "test_accuracy_running_bn; 0 = off (the running averages)")
 
 
 @dataclass
@@ -473,6 +476,7 @@ def validate_config(cfg: Config, machine: bool = True) -> None:
         raise LanetError(f"train.threads must be in [0, {cores}] (0 = {what}), got {t.threads!r}")
     _one_of("train.deterministic", t.deterministic, ("auto", "on", "off"))
     _at_least("train.log_every", t.log_every, 1)
+    _at_least("train.precise_bn", t.precise_bn, 0, why=" (0 = off)")
     for key in ("amp", "channels_last", "checkpoint"):
         if not isinstance(getattr(t, key), bool):
             raise LanetError(f"train.{key} must be true or false, got {getattr(t, key)!r}")

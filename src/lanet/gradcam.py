@@ -6,9 +6,11 @@ For the activations ``A`` (N x K x h x w) of a convolutional stage and the logit
     L_c     = ReLU(sum_k alpha_k A_k)                  (eq. 2: the class activation map, h x w)
 
 ``L_c`` is upsampled bilinearly to the input size and scaled to [0, 1] per image for display. LA-Net's
-Figure 6 shows such maps on the expression branch's last stage; every exported ``lanet`` classifier has one
-(``layer4``). At the low input sizes of CPU runs that stage is coarse (2 x 2 at 48 px): ``layer3`` doubles
-the resolution.
+Figure 6 shows such maps on the expression branch's last stage; every exported ``lanet`` classifier has
+``layer1`` .. ``layer4``. At the low input sizes of CPU runs the last stage is too coarse to show anything (2 x 2
+for ResNet-18 at 48 px, 1 x 1 for dlib's small ResNet at 64 px: one weight for the whole face, so the image is
+tinted one colour): :func:`choose_layer` (``--cam-layer auto``, the default of ``lanet report``) takes the deepest
+stage whose map is at least :data:`MIN_CAM_SIZE` x :data:`MIN_CAM_SIZE` at the run's input size.
 """
 
 from __future__ import annotations
@@ -32,6 +34,48 @@ def find_layer(model: nn.Module, name: str = "layer4") -> nn.Module:
         raise LanetError(f"{type(model).__name__} has no layer {name!r}" + (f"; it has {', '.join(stages)}"
                                                                             if stages else ""))
     return matches[-1]
+
+
+#: the smallest map (per side) :func:`choose_layer` accepts: 3 x 3 can say left, centre, right, top and bottom
+MIN_CAM_SIZE = 3
+STAGES = ("layer4", "layer3", "layer2", "layer1")
+
+
+def map_size(model: nn.Module, layer: nn.Module | str, in_chans: int, size: int,
+             device: torch.device | str = "cpu") -> tuple[int, int]:
+    """The spatial size ``(h, w)`` of ``layer``'s output for a ``size`` x ``size`` input of ``in_chans`` channels."""
+    module = find_layer(model, layer) if isinstance(layer, str) else layer
+    shape: list[int] = []
+    hook = module.register_forward_hook(lambda m, i, o: shape.extend(o.shape[-2:]))
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(1, in_chans, size, size, device=device))
+    finally:
+        hook.remove()
+        model.train(was_training)
+    if len(shape) < 2:
+        raise LanetError(f"Grad-CAM layer {layer!r} gives no N x K x h x w activation map")
+    return int(shape[0]), int(shape[1])
+
+
+def choose_layer(model: nn.Module, in_chans: int, size: int, device: torch.device | str = "cpu",
+                 min_size: int = MIN_CAM_SIZE) -> tuple[str, tuple[int, int]]:
+    """(name, map size) of the deepest of ``layer4`` .. ``layer1`` whose map is at least ``min_size`` per side at a
+    ``size`` px input; the stage with the largest map where none is (an input too small for any)."""
+    found: list[tuple[str, tuple[int, int]]] = []
+    for name in STAGES:
+        try:
+            hw = map_size(model, name, in_chans, size, device)
+        except LanetError:
+            continue  # the model has no such stage
+        if min(hw) >= min_size:
+            return name, hw
+        found.append((name, hw))
+    if not found:
+        raise LanetError(f"{type(model).__name__} has none of the stages {', '.join(STAGES)} for Grad-CAM")
+    return max(found, key=lambda f: min(f[1]))
 
 
 def grad_cam(model: nn.Module, x: torch.Tensor, layer: nn.Module | str = "layer4",

@@ -8,9 +8,12 @@ Per run (everything computed from the run directory and the dataset its ``config
 * the confusion matrix and per-class accuracy of the analysed classifier on the test split;
 * t-SNE of the test features (the input of the classifier's last layer) coloured by class (LA-Net Fig. 3);
 * per-sample cross-entropy of the training images against their given labels, clean and flipped apart,
-  from the noise record (LA-Net Fig. 4);
+  from the noise record (LA-Net Fig. 4); for a run trained on a ``--labels`` file, the labels the file changed
+  against those it left as the dataset's (the dataset's own labels are the reference: a label file's labels are
+  never called clean);
 * learned label distributions against the human votes for sample training images (LA-Net Fig. 5);
-* Grad-CAM maps of sample test images on the classifier's last stage (LA-Net Fig. 6).
+* Grad-CAM maps of sample test images (LA-Net Fig. 6) on the deepest stage whose map is at least 3 x 3 at the
+  run's input size (``cam_layer="auto"``; the figure names the layer and its map size).
 
 With several runs, a comparison comes first: accuracy curves overlaid, an accuracy table and, for runs on
 the same data, Grad-CAM of the same test images side by side. A figure that cannot be made for a run (no
@@ -47,6 +50,22 @@ _DIAGNOSTICS = {  # LA-Net's per-epoch label-correction diagnostics (lanet.metho
     "pseudo_moves_clean": "clean label: pseudo-label moved away",
     "positive_pair_precision": "EL positive pairs sharing the clean label",
 }
+_DIAGNOSTICS_FILE = {  # the same, for runs trained on a label file: the reference is the dataset's label
+    "target_corrects_flipped": "changed label: target argmax = dataset's label",
+    "target_moves_clean": "label as the dataset's: target argmax moved away",
+    "pseudo_corrects_flipped": "changed label: pseudo-label = dataset's label",
+    "pseudo_moves_clean": "label as the dataset's: pseudo-label moved away",
+    "positive_pair_precision": "EL positive pairs sharing the dataset's label",
+}
+
+
+def _label_words(lab: TrainingLabels | None) -> tuple[str, str]:
+    """(the labels that equal the reference, those that differ) in the report's words: the injected-noise words
+    clean / flipped, or, for a run trained on a label file, the dataset's labels as the reference (a label
+    file's labels are never called clean)."""
+    if lab is not None and lab.from_label_file:
+        return "labels as the dataset's", "labels that differ from the dataset's"
+    return "clean labels", "flipped labels"
 
 
 @dataclass
@@ -217,6 +236,7 @@ def fig_curves(a: Analysis, baseline: Analysis | None, out: Path) -> Figure | Sk
     plt = _plt()
     epochs = np.arange(1, len(h) + 1)
     diag = [k for k in _DIAGNOSTICS if any(k in line for line in h)]
+    legend = _DIAGNOSTICS_FILE if a.labels is not None and a.labels.from_label_file else _DIAGNOSTICS
     n = 3 if diag else 2
     fig, axes = plt.subplots(1, n, figsize=(4.6 * n, 3.4))
     loss_keys = loss_terms(h[0])
@@ -230,9 +250,14 @@ def fig_curves(a: Analysis, baseline: Analysis | None, out: Path) -> Figure | Sk
     ax.set(xlabel="epoch", ylabel="training loss (epoch mean)", title="loss terms")
     ax.legend(fontsize=7)
     ax = axes[1]
-    for key, label in (("val_accuracy", "validation"), ("test_accuracy", "test")):
+    precise = any("test_accuracy_running_bn" in line for line in h)
+    for key, label in (("val_accuracy", "validation"), ("test_accuracy", "test"),
+                       ("test_accuracy_running_bn", "test, running BN statistics")):
         if any(key in line for line in h):
-            ax.plot(epochs, [100 * line.get(key, np.nan) for line in h], marker="o", ms=3, label=label)
+            style = {"ls": "--", "alpha": 0.7} if key == "test_accuracy_running_bn" else {}
+            if precise and key == "test_accuracy":
+                label = "test, precise BN"
+            ax.plot(epochs, [100 * line.get(key, np.nan) for line in h], marker="o", ms=3, label=label, **style)
     notes = []
     pk = peak(h)
     if pk:
@@ -254,7 +279,7 @@ def fig_curves(a: Analysis, baseline: Analysis | None, out: Path) -> Figure | Sk
     if diag:
         ax = axes[2]
         for k in diag:
-            ax.plot(epochs, [100 * line.get(k, np.nan) for line in h], marker="o", ms=3, label=_DIAGNOSTICS[k])
+            ax.plot(epochs, [100 * line.get(k, np.nan) for line in h], marker="o", ms=3, label=legend[k])
         ax.set(xlabel="epoch", ylabel="%", title="LA-Net label correction", ylim=(-2, 102))
         ax.legend(fontsize=6)
     for ax in axes:
@@ -266,9 +291,14 @@ def fig_curves(a: Analysis, baseline: Analysis | None, out: Path) -> Figure | Sk
     cap = (f"Epoch means of every loss term (metrics.jsonl); validation and test accuracy per epoch: "
            f"{'; '.join(notes)}. The peak is chosen on test, so it is a memorisation diagnostic (a final far "
            "below it means the labels were memorised), never a result.")
+    if precise:
+        cap += (f" The run re-estimated its BatchNorm statistics on {a.run.cfg.train.precise_bn} training images "
+                "before each evaluation (train.precise_bn); the dashed curve is the same weights evaluated with "
+                "the running averages instead.")
     if diag:
-        cap += (" Right: LA-Net's label-correction diagnostics over the images seen each epoch (they use the "
-                "clean labels, which training never does).")
+        ref = "the dataset's own labels" if legend is _DIAGNOSTICS_FILE else "the clean labels"
+        cap += (f" Right: LA-Net's label-correction diagnostics over the images seen each epoch (they use {ref}, "
+                "which training never does).")
     return Figure(rel, title, cap)
 
 
@@ -373,36 +403,51 @@ def fig_loss_hist(a: Analysis, out: Path) -> Figure | Skipped:
         return Skipped(title, a.data_error)
     if a.labels is None:
         return Skipped(title, a.labels_error)
+    if a.labels.from_label_file:
+        title = "Per-sample training loss, labels as the dataset's vs changed"
     if not a.labels.has_noise:
         kind = a.run.cfg.noise.type
-        return Skipped(title, "the run was trained on the dataset's own labels (noise none): there are no flipped "
-                       "labels to compare" if kind == "none" else f"the {kind} noise record changed no training label")
+        if a.labels.from_label_file:
+            why = (f"no training label of {a.labels.label_file} differs from the dataset's labels"
+                   + ("" if kind == "none" else f", and the {kind} noise changed none"))
+        elif kind == "none":
+            why = "the run was trained on the dataset's own labels (noise none): there are no flipped labels to compare"
+        else:
+            why = f"the {kind} noise record changed no training label"
+        return Skipped(title, why)
     if not a.has_model:
         return Skipped(title, a.model_note)
     plt = _plt()
     lab = a.labels
+    same, differ = _label_words(lab)
     ce = cross_entropy(a.train_logits, lab.given)
     lo, hi = float(ce.min()), float(np.quantile(ce, 0.995))
     bins = np.linspace(lo, max(hi, lo + 1e-3), 41)
     fig, ax = plt.subplots(figsize=(6.2, 3.6))
-    for mask, label, color in ((~lab.flipped, "clean labels", "tab:green"), (lab.flipped, "flipped labels", "tab:red")):
+    for mask, label, color in ((~lab.flipped, same, "tab:green"), (lab.flipped, differ, "tab:red")):
         ax.hist(np.clip(ce[mask], lo, bins[-1]), bins=bins, density=True, alpha=0.55, color=color,
                 label=f"{label} (n={int(mask.sum())}, median {np.median(ce[mask]):.2f})")
     loss_auroc = auroc(ce, lab.flipped)
     ax.set(xlabel="cross-entropy against the given label", ylabel="density",
-           title=f"{a.run.noise_text}: loss separates flipped labels with AUROC "
+           title=f"{a.run.noise_text}: loss separates {differ} with AUROC "
                  f"{'n/a' if loss_auroc is None else f'{loss_auroc:.3f}'}")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     rel = f"{a.slug}/loss_hist.png"
     _save(fig, out, rel)
+    if lab.from_label_file:
+        who = f"the label file {lab.label_file}" + ("" if lab.noise_type == "label_file" else " and the injected noise")
+        what = (f"differ: the {int(lab.flipped.sum())} training labels {who} changed from the dataset's own labels "
+                "(noise_changes.csv; the dataset's labels are the reference)")
+    else:
+        what = (f"flipped: the {int(lab.flipped.sum())} labels the noise record (noise_changes.csv) says were "
+                "changed")
     cap = (f"Cross-entropy of {a.model_note} on each of the {len(ce)} training images (no augmentation) against the "
-           f"label it was trained with; flipped: the {int(lab.flipped.sum())} labels the noise record "
-           "(noise_changes.csv) says were changed. A model that memorised the noise gives flipped labels small "
+           f"label it was trained with; {what}. A model that memorised the noise gives those labels small "
            "losses too (LA-Net Fig. 4); values above the 99.5th percentile are drawn in the last bin.")
     if a.audit_auroc is not None:
-        cap += f" lanet audit's score ({a.audit_source}) finds the flipped labels with AUROC {a.audit_auroc:.3f}."
+        cap += f" lanet audit's score ({a.audit_source}) finds them with AUROC {a.audit_auroc:.3f}."
     return Figure(rel, title, cap)
 
 
@@ -454,14 +499,16 @@ def fig_distributions(a: Analysis, out: Path, samples: int, seed: int) -> Figure
         ax.get_xticklabels()[g].set_color("red")
         text = f"given {names[g]}"
         if lab.flipped[i]:
-            text += f" (noise: was {names[lab.clean[i]]})"
+            text += (f" (dataset: {names[lab.clean[i]]})" if lab.from_label_file
+                     else f" (noise: was {names[lab.clean[i]]})")
         ax.set_title(text, fontsize=8, loc="left")
         if r == 0:
             ax.legend(fontsize=7, loc="upper right")
     fig.tight_layout()
     rel = f"{a.slug}/distributions.png"
     _save(fig, out, rel)
-    return Figure(rel, title, f"{len(picks)} training images (seed {seed}: {k_flip} whose label the noise flipped, "
+    changed = "differs from the dataset's" if lab.from_label_file else "the noise flipped"
+    return Figure(rel, title, f"{len(picks)} training images (seed {seed}: {k_flip} whose label {changed}, "
                   "the rest at random): the share of annotators who chose each class (grey) and the label "
                   "distribution LA-Net learned for the image (blue, label_distributions.npz); the given label is red "
                   "on the axis (LA-Net Fig. 5).")
@@ -486,20 +533,17 @@ def _cams(a: Analysis, idx: np.ndarray, layer: str, device: Any) -> tuple[np.nda
     return cams.cpu().numpy(), logits.argmax(1).cpu().numpy()
 
 
-def stage_size(net: Any, layer: str, channels: int, size: int, device: Any) -> tuple[int, int]:
-    """The spatial size of ``layer``'s output for a ``size`` px input."""
-    import torch
+def cam_layer_for(a: Analysis, layer: str, device: Any) -> tuple[str, tuple[int, int], bool]:
+    """(layer name, its map size at the run's input size, whether it was chosen automatically) for Grad-CAM on
+    ``a``'s classifier: ``layer`` itself, or for ``auto`` the deepest stage whose map is at least 3 x 3
+    (:func:`lanet.gradcam.choose_layer`)."""
+    from .gradcam import choose_layer, map_size
 
-    from .gradcam import find_layer
-
-    shape: list[int] = []
-    hook = find_layer(net, layer).register_forward_hook(lambda m, i, o: shape.extend(o.shape[-2:]))
-    try:
-        with torch.no_grad():
-            net(torch.zeros(1, channels, size, size, device=device))
-    finally:
-        hook.remove()
-    return int(shape[0]), int(shape[1])
+    channels, size = a.run.faceset.channels, a.run.cfg.data.image_size
+    if layer == "auto":
+        name, hw = choose_layer(a.net, channels, size, device)
+        return name, hw, True
+    return layer, map_size(a.net, layer, channels, size, device), False
 
 
 def fig_gradcam(group: list[Analysis], out: Path, rel: str, samples: int, seed: int, layer: str,
@@ -511,7 +555,8 @@ def fig_gradcam(group: list[Analysis], out: Path, rel: str, samples: int, seed: 
     plt = _plt()
     fs = group[0].run.faceset
     idx = _cam_samples(fs, group[0].test_idx, samples, seed)
-    maps = [_cams(a, idx, layer, device) for a in group]
+    layers = [cam_layer_for(a, layer, device) for a in group]
+    maps = [_cams(a, idx, name, device) for a, (name, _, _) in zip(group, layers)]
     rows, cols = 1 + len(group), len(idx)
     fig, axes = plt.subplots(rows, cols, figsize=(1.25 * cols, 1.4 * rows), squeeze=False)
     names = fs.class_names
@@ -531,12 +576,23 @@ def fig_gradcam(group: list[Analysis], out: Path, rel: str, samples: int, seed: 
     fig.tight_layout()
     _save(fig, out, rel)
     size = group[0].run.cfg.data.image_size
-    hs, ws = stage_size(group[0].net, layer, fs.channels, size, device)
+
+    def where(name: str, hw: tuple[int, int], auto: bool) -> str:
+        why = (", the deepest stage whose map is at least 3 x 3 there (--cam-layer auto)" if auto
+               else " (--cam-layer)")
+        return f"{name}, whose map is {hw[0]} x {hw[1]} at the {size} px input{why}"
+
+    if len({(n, hw) for n, hw, _ in layers}) == 1:
+        on = f"on {where(*layers[0])}"
+        per_row = ""
+    else:
+        on = "on the layer named per row"
+        per_row = " Layers: " + "; ".join(f"{a.run.name}: {where(*lay)}" for a, lay in zip(group, layers)) + "."
     who = "" if len(group) == 1 else " Rows: " + "; ".join(f"{a.run.name} ({a.model_note.split(' (')[0]})"
                                                             for a in group) + "."
-    return Figure(rel, title, f"Grad-CAM (Selvaraju et al. 2017) of the predicted class on {layer}, whose map is "
-                  f"{hs} x {ws} at the {size} px input (upsampled for display), for one seeded random test image per "
-                  f"class (seed {seed}); a red title marks a wrong prediction (LA-Net Fig. 6).{who}")
+    return Figure(rel, title, f"Grad-CAM (Selvaraju et al. 2017) of the predicted class {on} (upsampled for "
+                  f"display), for one seeded random test image per class (seed {seed}); a red title marks a wrong "
+                  f"prediction (LA-Net Fig. 6).{per_row}{who}")
 
 
 def fig_compare_curves(group: list[Analysis], out: Path) -> Figure | Skipped:
@@ -614,7 +670,7 @@ def summary_rows(group: list[Analysis]) -> list[dict[str, Any]]:
 def _table(group: list[Analysis]) -> str:
     head = ("<tr><th>run</th><th>method</th><th>training labels</th><th>realised noise</th><th>epochs</th>"
             "<th>final test (%)</th><th>val-selected test (%)</th><th>peak test (%) @ epoch</th>"
-            "<th>mean class (%)</th><th>audit AUROC (flipped)</th><th>training (min)</th></tr>")
+            "<th>mean class (%)</th><th>audit AUROC (changed labels)</th><th>training (min)</th></tr>")
     body = []
     for r in summary_rows(group):
         sel = "–" if r["val_selected"] is None else f"{_pct(r['val_selected'])} @ {r['val_epoch']}"
@@ -627,8 +683,9 @@ def _table(group: list[Analysis]) -> str:
     note = ("<p class=\"meta\">final: after the last finished epoch; val-selected: at the epoch with the best "
             "validation accuracy; peak: the best test accuracy over epochs (chosen on test: a memorisation "
             "diagnostic only); "
-            "audit AUROC: how well <code>lanet audit</code>'s score (1 − p(given label)) separates the labels the "
-            "noise flipped from the others (0.5 = chance).</p>")
+            "realised noise: share of training labels that differ from the dataset's own labels (injected noise "
+            "or a label file); audit AUROC: how well <code>lanet audit</code>'s score (1 − p(given label)) separates "
+            "those labels from the others (0.5 = chance).</p>")
     return f"<table>{head}{''.join(body)}</table>{note}"
 
 
@@ -680,7 +737,7 @@ def render_html(groups: list[Analysis], compare: list[Figure | Skipped], title: 
 # ---------------------------------------------------------------------------------------------- entry point
 def make_report(run_dirs: list[str | Path], out: str | Path, *, root: str = "", model: str = "auto",
                 device: str = "auto", batch_size: int = 256, tsne_points: int = 2000, samples: int = 8,
-                seed: int = 0, cam_layer: str = "layer4", title: str = "", progress: bool = True) -> ReportResult:
+                seed: int = 0, cam_layer: str = "auto", title: str = "", progress: bool = True) -> ReportResult:
     """Write ``out/index.html`` and its PNGs for ``run_dirs`` (see the module docstring)."""
     from .train.trainer import resolve_device
 

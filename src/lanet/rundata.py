@@ -7,7 +7,8 @@ its ``config.yaml`` names:
   ``noise.json``; the dataset is loaded on first use (:attr:`RunData.faceset`, shared between runs on the
   same data).
 * :meth:`RunData.training_labels` rebuilds the labels the run was trained on from the dataset and the noise
-  record (``noise_changes.csv``), with the mask of the labels the noise changed.
+  record (``noise_changes.csv``), with the mask of the labels that differ from the dataset's own labels (changed
+  by injected noise or by a ``--labels`` file: the dataset's labels are the reference either way).
 * :meth:`RunData.label_distributions` reads LA-Net's ``label_distributions.npz`` aligned with them.
 * :func:`predict` runs an exported classifier over images: logits and the features entering its last linear
   layer.
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import csv
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,9 +44,12 @@ class TrainingLabels:
     """The training split as the run saw it.
 
     index: ``n`` FaceSet indices of the training images (training-split order, as the trainer uses them);
-    given: ``n`` labels the run was trained on (after noise); clean: ``n`` dataset labels;
-    flipped: ``n`` bool, True where the noise record says the label was changed (all False without noise);
-    noise_type: the run's noise type (``none`` when it had none).
+    given: ``n`` labels the run was trained on (after a label file and noise); clean: ``n`` the dataset's own
+    labels (the reference, also for a run trained on a label file); flipped: ``n`` bool, True where ``given``
+    differs from ``clean`` (all False without noise or label file); noise_type: the record's type (``none``,
+    ``symmetric``, ..., ``label_file`` or ``label_file+<type>``, :class:`lanet.data.noise.NoiseRecord`);
+    label_file: the label file's name ("" without one); file_changed: ``n`` bool, True where the label file's
+    label differs from the dataset's (None without a label file).
     """
 
     index: np.ndarray
@@ -53,10 +57,17 @@ class TrainingLabels:
     clean: np.ndarray
     flipped: np.ndarray
     noise_type: str
+    label_file: str = ""
+    file_changed: np.ndarray | None = None
 
     @property
     def has_noise(self) -> bool:
         return self.noise_type != "none" and bool(self.flipped.any())
+
+    @property
+    def from_label_file(self) -> bool:
+        """The training labels came (at least partly) from a ``--labels`` file."""
+        return bool(self.label_file)
 
 
 @dataclass
@@ -85,22 +96,51 @@ class RunData:
 
     @property
     def noise_text(self) -> str:
+        """What the run trained on, in words: ``clean labels``, ``symmetric 30% noise``, ``label file F (22.9%
+        differ from the dataset's labels)``, or a label file with noise on top. A label file's labels are never
+        called clean: the dataset's own labels are the reference."""
         kind = self.cfg.noise.type
         if kind == "none":
-            return "clean labels"
-        if kind == "annotator":
-            return "annotator noise"
-        return f"{kind} {100 * self.cfg.noise.rate:g}% noise"
+            injected = "clean labels"
+        elif kind == "annotator":
+            injected = "annotator noise"
+        else:
+            injected = f"{kind} {100 * self.cfg.noise.rate:g}% noise"
+        if not self.cfg.data.labels:
+            return injected
+        lf = (self.noise or {}).get("label_file") or {}
+        name = lf.get("name") or Path(self.cfg.data.labels).name
+        rate = lf.get("realised_rate")
+        if rate is None:  # a run recorded before label files were noise: count from the dataset
+            try:
+                changed = self.training_labels().file_changed
+                rate = None if changed is None else float(changed.mean())
+            except LanetError:
+                rate = None
+        text = f"label file {name}" + ("" if rate is None else f" ({100 * rate:.1f}% differ from the dataset's labels)")
+        return text if kind == "none" else f"{text} + {injected}"
+
+    @property
+    def _record_has_file_labels(self) -> bool:
+        """noise.json holds the label-file record, so noise_changes.csv holds every label the file changed (runs
+        recorded before that kept only the injected changes, relative to the file's labels)."""
+        return self.noise is not None and "label_file" in self.noise
 
     @property
     def faceset(self) -> FaceSet:
-        """The run's dataset (loaded once per data configuration and shared)."""
+        """The run's dataset (loaded once per data configuration and shared). A run whose record lists every
+        label its label file changed needs only the dataset's own labels, so the file is not read again (it may
+        have moved since)."""
         from .data.loaders import load_faceset
 
         data = self.cfg.data
         if self.root and data.name != "synthetic":
             data.root = str(Path(self.root).expanduser())
-        key = json.dumps(self.cfg.to_dict()["data"], sort_keys=True)
+        d = self.cfg.to_dict()["data"]
+        if self._record_has_file_labels:
+            data = replace(data, labels="")
+            d["labels"] = ""
+        key = json.dumps(d, sort_keys=True)
         if key not in _FACESETS:
             _FACESETS[key] = load_faceset(data)
         return _FACESETS[key]
@@ -137,51 +177,75 @@ class RunData:
 
     # ------------------------------------------------------------------ labels
     def training_labels(self) -> TrainingLabels:
-        """The training labels the run used: the dataset's, with ``noise_changes.csv`` applied.
+        """The training labels the run used: the dataset's, with ``noise_changes.csv`` applied, and the mask of
+        those that differ from the dataset's own labels.
 
-        Raises a :class:`LanetError` when the record does not fit the dataset (a name that is not a training image,
-        a clean label that differs from the dataset's, a count that differs from ``noise.json``): the dataset
-        changed since the run.
+        ``noise_changes.csv`` is ``name,clean,noisy`` (``clean``: the dataset's label), with a fourth column
+        ``label_file`` in runs with a label file; runs recorded before label files counted as noise wrote the
+        label file's label as ``clean`` and only the injected changes: their dataset is loaded with the file, and
+        the file's labels are the start. Raises a :class:`LanetError` when the record does not fit the dataset (a
+        name that is not a training image, a label that differs from the dataset's, a count that differs from
+        ``noise.json``): the dataset changed since the run.
         """
         if self._labels is not None:
             return self._labels
         fs = self.faceset
         idx = fs.indices("train")
         clean = fs.labels[idx].copy()
-        given = clean.copy()
-        flipped = np.zeros(len(idx), dtype=bool)
+        start = fs.given_labels[idx].copy()  # the label file's labels in a run recorded before the new record
+        given = start.copy()
+        with_file = bool(self.cfg.data.labels)
+        file_changed = (start != clean) if with_file else None
         kind = self.cfg.noise.type
+        if self.noise is not None and self._record_has_file_labels:
+            kind = str(self.noise.get("type", kind))
+        elif with_file:
+            kind = "label_file" if kind == "none" else f"label_file+{kind}"
         changes = self.path / "noise_changes.csv"
         if self.noise is not None and int(self.noise.get("num_train", len(idx))) != len(idx):
             raise LanetError(f"{self.path / 'noise.json'}: {self.noise.get('num_train')} training images, the dataset "
                              f"has {len(idx)} now; was it changed since the run?")
+        rows = 0
         if kind != "none":
             if not changes.is_file():
-                raise LanetError(f"{changes} is missing: the run's {kind} noise cannot be rebuilt")
+                raise LanetError(f"{changes} is missing: the run's {kind} labels cannot be rebuilt")
             where = {str(n): i for i, n in enumerate(fs.names[idx])}
             names = {c: k for k, c in enumerate(CLASSES[:fs.num_classes])}
             with open_text(changes) as fh:
                 reader = csv.reader(fh)
                 header = next(reader, None)
-                if header != ["name", "clean", "noisy"]:
-                    raise LanetError(f"{changes}: header must be name,clean,noisy, got {header}")
+                if header not in (["name", "clean", "noisy"], ["name", "clean", "noisy", "label_file"]):
+                    raise LanetError(f"{changes}: header must be name,clean,noisy[,label_file], got {header}")
+                four = len(header) == 4
+                if four and file_changed is None:
+                    file_changed = np.zeros(len(idx), dtype=bool)
                 for row_no, row in enumerate(reader, 2):
-                    if len(row) != 3 or row[1] not in names or row[2] not in names:
-                        raise LanetError(f"{changes}:{row_no}: expected name,clean,noisy with class names, got {row}")
+                    if len(row) != len(header) or any(c not in names for c in row[1:]):
+                        raise LanetError(f"{changes}:{row_no}: expected {','.join(header)} with class names, "
+                                         f"got {row}")
                     row[0] = csv_value(row[0])  # a name written with a leading ' against spreadsheet formulas
                     i = where.get(row[0])
                     if i is None:
                         raise LanetError(f"{changes}:{row_no}: {row[0]!r} is not a training image of {fs.name}; "
                                          "was the dataset changed since the run?")
-                    if clean[i] != names[row[1]]:
+                    ref = clean[i] if four else start[i]
+                    if ref != names[row[1]]:
                         raise LanetError(f"{changes}:{row_no}: {row[0]} is {row[1]} in the record but "
-                                         f"{CLASSES[clean[i]]} in the dataset; was it changed since the run?")
+                                         f"{CLASSES[ref]} in the dataset; was it changed since the run?")
                     given[i] = names[row[2]]
-                    flipped[i] = True
-            if self.noise is not None and int(self.noise.get("num_changed", flipped.sum())) != int(flipped.sum()):
-                raise LanetError(f"{changes}: {int(flipped.sum())} changed labels, noise.json says "
+                    if four:
+                        file_changed[i] = names[row[3]] != clean[i]
+                    rows += 1
+        flipped = given != clean
+        if self.noise is not None and kind != "none":
+            counted = int(flipped.sum()) if self._record_has_file_labels or not with_file else rows
+            if int(self.noise.get("num_changed", counted)) != counted:
+                raise LanetError(f"{changes}: {counted} changed labels, noise.json says "
                                  f"{self.noise.get('num_changed')}")
-        self._labels = TrainingLabels(idx, given, clean, flipped, kind)
+        name = ""
+        if with_file:
+            name = ((self.noise or {}).get("label_file") or {}).get("name") or Path(self.cfg.data.labels).name
+        self._labels = TrainingLabels(idx, given, clean, flipped, kind, name, file_changed)
         return self._labels
 
     def label_distributions(self) -> tuple[np.ndarray | None, str]:

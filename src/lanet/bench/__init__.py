@@ -29,10 +29,21 @@ from .presets import PRESETS, Preset, get_preset
 from .provenance import git_commit, machine, provenance
 from .render import LAST_EPOCHS, MECHANISM, MECHANISM_KEYS, Rendered, mean_std, render_accuracy_table, render_table6
 from .runs import ERROR_FILE, PROVENANCE_FILE, Bench, Outcome, RunSpec, grid
-from .tables import TABLE_ORDER, TABLES, Column, Row, TableDef, expand_tables, get_table, parse_rates, table_layout
+from .tables import (
+                     LABEL_FILE,
+                     TABLE_ORDER,
+                     TABLES,
+                     Column,
+                     Row,
+                     TableDef,
+                     expand_tables,
+                     get_table,
+                     parse_rates,
+                     table_layout,
+)
 
-__all__ = ["ERROR_FILE", "LAST_EPOCHS", "MECHANISM", "MECHANISM_KEYS", "PRESETS", "PROVENANCE_FILE", "TABLES",
-           "TABLE_ORDER", "Bench", "BenchReport", "Column", "Outcome", "Preset", "Rendered", "Row", "RunSpec",
+__all__ = ["ERROR_FILE", "LABEL_FILE", "LAST_EPOCHS", "MECHANISM", "MECHANISM_KEYS", "PRESETS", "PROVENANCE_FILE",
+           "TABLES", "TABLE_ORDER", "Bench", "BenchReport", "Column", "Outcome", "Preset", "Rendered", "Row", "RunSpec",
            "TableDef", "expand_tables", "get_preset", "get_table", "git_commit", "grid", "js_divergence",
            "label_distribution_js", "machine", "mean_std", "parse_rates", "provenance", "render_accuracy_table",
            "render_table6", "run_benchmark", "table_layout"]

@@ -14,7 +14,7 @@ from .presets import get_preset
 from .provenance import provenance
 from .render import Rendered, render_accuracy_table, render_table6, write_rendered
 from .runs import Bench, Outcome, grid
-from .tables import expand_tables, parse_rates, table_layout
+from .tables import LABEL_FILE, TABLES, expand_tables, file_tables, parse_rates, table_layout
 
 
 @dataclass
@@ -37,7 +37,7 @@ def run_benchmark(tables: Sequence[str], preset: str = "smoke", *, root: str | N
                   seeds: Sequence[int] | None = None, methods: Sequence[str] | None = None,
                   rates: Sequence[float] | None = None, device: str | None = None, overrides: Sequence[str] = (),
                   render_only: bool = False, dry_run: bool = False, progress: bool = True,
-                  command: str | None = None) -> BenchReport:
+                  command: str | None = None, labels: str | None = None) -> BenchReport:
     """Run (unless ``render_only``/``dry_run``) the grids of ``tables`` under ``preset`` and render them.
 
     Args:
@@ -55,18 +55,35 @@ def run_benchmark(tables: Sequence[str], preset: str = "smoke", *, root: str | N
             rendering, since rendering matches run directories to the grid's configuration).
         render_only: only render from the run directories. dry_run: only print the plan.
         progress: per-epoch progress bars. command: the command line recorded as provenance.
+        labels: the label file (``name,label`` CSV) the ``labelfile`` table trains on; ``all`` leaves that table
+            out without one.
     """
     if render_only and dry_run:
         raise LanetError("--render-only and --dry-run exclude each other")
     p = get_preset(preset)
     names = expand_tables(tables)
+    with_file = [n for n in names if any(c.noise == LABEL_FILE for c in TABLES[n].columns)]
+    if labels:
+        if not with_file:
+            raise LanetError(f"--labels is used by the label-file table(s) only ({', '.join(file_tables())}); "
+                             "name one of them")
+        if not Path(labels).expanduser().is_file():
+            raise LanetError(f"label file not found: {labels}")
+    else:
+        named = [n for n in with_file if n in tables]
+        if named:
+            raise LanetError(f"table {named[0]} trains on a label file: pass --labels FILE.csv (header name,label)")
+        names = [n for n in names if n not in with_file]  # 'all' without a label file
+        if not names:
+            raise LanetError("no table left to run")
     rates_l = parse_rates(rates) if rates is not None else None
     methods_l = [m.strip() for m in methods if m.strip()] if methods else None
     for t in names:  # validates --methods early
         table_layout(t, methods_l, rates_l)
     bench = Bench(p, Path(runs) if runs else Path("runs") / "bench" / p.name, root=root, device=device,
                   overrides=list(overrides), progress=progress,
-                  command=command or shlex.join(["lanet", "bench", *names, "--preset", preset]))
+                  command=command or shlex.join(["lanet", "bench", *names, "--preset", preset]
+                                                + (["--labels", str(labels)] if labels else [])), labels=labels)
     for item in overrides:  # validate overrides once, with a readable error
         set_override(Config(), item)
     run_seeds = list(seeds) if seeds else list(p.seeds)

@@ -30,7 +30,7 @@ from .runs import (
     atomic_write_text,
     grid,
 )
-from .tables import TABLE_ORDER, TABLES, Column, get_table
+from .tables import LABEL_FILE, TABLE_ORDER, TABLES, Column, get_table
 
 _ACCURACY_NOTE = ("Four reporting rules side by side. final: test accuracy after the last epoch; val-selected: test "
                   "accuracy at the epoch with the best validation accuracy (never chosen on test); best epoch: the "
@@ -232,7 +232,8 @@ def render_accuracy_table(bench: Bench, table: str, seeds: Sequence[int] | None,
                          "val_selected_mean": sel_m, "val_selected_std": sel_s, "val_selected_seeds": len(sel),
                          "realised_noise_rate_mean": noise_m, "train_seconds_mean": secs_m})
     dataset = dataset or bench.preset.config["data"]["name"]
-    caption = t.caption.format(dataset=dataset, protocol=_protocol_text(cfg0, dataset)) + " " + _ACCURACY_NOTE
+    caption = t.caption.format(dataset=dataset, protocol=_protocol_text(cfg0, dataset),
+                               label_file=Path(bench.labels).name if bench.labels else "FILE") + " " + _ACCURACY_NOTE
     md = [f"### {t.title} ({table}, preset {bench.preset.name})", "", caption, "",
           "| row | training labels | final (%) | val-selected (%) | best epoch (%, release's rule: diagnostic) "
           "| last 5 (%) | seeds | realised noise | train s |",
@@ -284,7 +285,22 @@ def render_accuracy_table(bench: Bench, table: str, seeds: Sequence[int] | None,
                     *[_num(r[f"{name}_mean"]) for _, name, _ in MECHANISM]])
     data = {"table": table, "title": t.title, "caption": caption, "dataset": dataset, "provenance": prov,
             "rows": rows_out, "runs": runs, "missing": missing, "failed": failed, "excluded": stale}
+    if any(c.noise == LABEL_FILE for c in t.columns) and bench.labels:
+        data["label_file"] = label_file_provenance(bench.labels)
     return Rendered(table, "\n".join(md) + "\n", buf.getvalue(), data)
+
+
+def label_file_provenance(path: str | Path) -> dict[str, Any]:
+    """The label file a table was trained on: its path, rows and SHA-256 (so a rendered table names its labels)."""
+    import hashlib
+
+    p = Path(path).expanduser().resolve()
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise LanetError(f"label file not readable: {p} ({exc})") from exc
+    return {"path": str(p), "name": p.name, "sha256": hashlib.sha256(raw).hexdigest(),
+            "rows": max(len(raw.decode("utf-8-sig", errors="replace").strip().splitlines()) - 1, 0)}
 
 
 JS_KEYS = ("js_learned", "js_onehot_train", "js_smoothed_train", "js_onehot_dataset")

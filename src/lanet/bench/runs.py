@@ -20,7 +20,7 @@ from ..errors import LanetError
 from ..fileutil import RunDirectoryBusy, atomic_open, run_lock
 from .presets import Preset
 from .provenance import provenance
-from .tables import Column, table_layout
+from .tables import LABEL_FILE, Column, table_layout
 
 ERROR_FILE = "bench_error.txt"  # written into a run directory whose training raised
 PROVENANCE_FILE = "bench_run.json"  # who trained the run: machine, commit, command, wall time
@@ -128,6 +128,7 @@ class Bench:
     overrides: Sequence[str] = ()
     progress: bool = True
     command: str = ""
+    labels: str | None = None  # the label file of the label_file columns (``--labels FILE``)
     _facesets: dict[str, Any] = field(default_factory=dict, repr=False)
 
     # ------------------------------------------------------------------ configuration
@@ -141,6 +142,12 @@ class Bench:
         cfg.method.name = spec.method
         cfg.method.params = dict(spec.params)
         cfg.noise.type, cfg.noise.rate, cfg.noise.seed = spec.noise, float(spec.rate), -1
+        if spec.noise == LABEL_FILE:  # the file's labels, nothing injected on top
+            if not self.labels:
+                raise LanetError(f"table {spec.table} trains on a label file: pass --labels FILE.csv (header "
+                                 "name,label; the same file again when rendering)")
+            cfg.data.labels = str(Path(self.labels).expanduser().resolve())
+            cfg.noise.type, cfg.noise.rate = "none", 0.0
         cfg.train.seed = spec.seed
         if self.device:
             cfg.train.device = self.device

@@ -23,7 +23,7 @@ class Row:
 class Column:
     """One label-noise setting of a table's training labels."""
 
-    noise: str  # none | symmetric | asymmetric | annotator
+    noise: str  # none | symmetric | asymmetric | annotator | label_file (the labels of ``--labels FILE``)
     rate: float = 0.0
 
     @property
@@ -32,6 +32,8 @@ class Column:
             return "clean"
         if self.noise == "annotator":
             return "annotator (one vote per image)"
+        if self.noise == LABEL_FILE:
+            return "label file"
         return f"{self.noise} {100 * self.rate:g}%"
 
 
@@ -54,6 +56,7 @@ class TableDef:
 
 
 _SWITCHES = ("LD", "LM", "EL", "PL")
+LABEL_FILE = "label_file"  # the column of the labelfile table: the training labels of ``--labels FILE``
 
 
 def _ablation(label: str, on: Sequence[str]) -> Row:
@@ -100,6 +103,14 @@ TABLES: dict[str, TableDef] = {
         "dataset's own labels ({protocol}). realised noise: fraction of training labels that differ from the "
         "dataset's labels.",
         _PAIR, (Column("annotator"),), method_rows=True),
+    "labelfile": TableDef(
+        "labelfile", "Real label noise from a second annotation: a label file",
+        "Test accuracy (%) on {dataset} trained on the labels of a label file (--labels {label_file}: a second "
+        "annotation of the training images, e.g. a cheaper or automatic one; its labels replace the dataset's on "
+        "the training images it names, and no noise is injected). Test labels are the dataset's own labels "
+        "({protocol}). realised noise: fraction of training labels that differ from the dataset's labels, i.e. "
+        "those the file changed.",
+        _PAIR, (Column(LABEL_FILE),), method_rows=True),
     "table6": TableDef(
         "table6", "Table 6 analogue: label distributions vs human votes",
         "Jensen–Shannon divergence (natural log: 0 ≤ JS ≤ ln 2 ≈ 0.693) on every training image of {dataset} "
@@ -155,6 +166,11 @@ def table_layout(table: str, methods: Sequence[str] | None = None,
         cols = ([Column("none")] if 0 in rates else []) + cols
         cols += [Column(t.rate_noise, float(r)) for r in rates if r > 0]
     return rows, cols
+
+
+def file_tables() -> list[str]:
+    """The tables whose columns train on ``--labels FILE``."""
+    return [n for n, t in TABLES.items() if any(c.noise == LABEL_FILE for c in t.columns)]
 
 
 def get_table(name: str) -> TableDef:

@@ -25,7 +25,8 @@ class FaceSet:
     Attributes:
         images: ``N x H x W x C`` uint8, C = 1 (grayscale) or 3 (RGB); all images share one size.
         labels: ``N`` int64 class ids in the canonical order of :mod:`lanet.classes` (the dataset's own
-            labels; training-label noise is applied later and recorded separately).
+            labels, always: a ``--labels`` file and training-label noise are applied later and recorded
+            separately, so these stay the reference every diagnostic compares with).
         split: ``N`` int8 index into :data:`SPLITS` (0 train, 1 val, 2 test).
         names: ``N`` source file names as the dataset names them (e.g. ``fer0000000.png``).
         num_classes: 7 or 8.
@@ -35,6 +36,10 @@ class FaceSet:
             integers: (x, y) = (j, i) is the centre of ``images[n, i, j]``.
         landmark_found: optional ``N`` bool, False where the detector found no face and a fixed face box
             was used instead.
+        file_labels: optional ``N`` int64: the labels of a ``--labels`` file (``data.labels``,
+            :func:`lanet.data.labels.apply_label_file`): the file's label on the training images it names, the
+            dataset's label everywhere else. The run trains on these (plus any injected noise); None without a
+            label file.
         name: dataset name (``ferplus``, ``rafdb``, ``affectnet8``, ``synthetic``, ...).
         meta: free-form provenance (root folder, protocol, counts of dropped images, ...).
     """
@@ -47,6 +52,7 @@ class FaceSet:
     votes: np.ndarray | None = None
     landmarks: np.ndarray | None = None
     landmark_found: np.ndarray | None = None
+    file_labels: np.ndarray | None = None
     name: str = "dataset"
     meta: dict[str, Any] = field(default_factory=dict)
 
@@ -63,6 +69,10 @@ class FaceSet:
                 raise LanetError(f"{self.name}: {key} has {len(getattr(self, key))} entries for {n} images")
         if n and (self.labels.min() < 0 or self.labels.max() >= self.num_classes):
             raise LanetError(f"{self.name}: labels outside 0..{self.num_classes - 1}")
+        if self.file_labels is not None:
+            self.file_labels = np.asarray(self.file_labels, dtype=np.int64)
+            if self.file_labels.shape != (n,):
+                raise LanetError(f"{self.name}: file_labels has {len(self.file_labels)} entries for {n} images")
         if self.votes is not None:
             self.votes = np.asarray(self.votes, dtype=np.float32)
             if self.votes.shape != (n, self.num_classes):
@@ -96,6 +106,12 @@ class FaceSet:
             raise LanetError(f"unknown split {split!r}; expected one of {SPLITS}")
         return np.flatnonzero(self.split == SPLITS.index(split))
 
+    @property
+    def given_labels(self) -> np.ndarray:
+        """The labels training starts from, before injected noise: :attr:`file_labels` where a label file was
+        given, else the dataset's :attr:`labels`."""
+        return self.labels if self.file_labels is None else self.file_labels
+
     def human_distribution(self) -> np.ndarray | None:
         """Votes normalised to a distribution per image (rows without votes become uniform)."""
         if self.votes is None:
@@ -120,6 +136,7 @@ class FaceSet:
             votes=take(self.votes),
             landmarks=take(self.landmarks),
             landmark_found=take(self.landmark_found),
+            file_labels=take(self.file_labels),
             meta=dict(self.meta),
         )
 

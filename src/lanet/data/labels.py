@@ -1,7 +1,10 @@
 """Post-processing shared by every loader: a user's label file, a carved validation split, a per-split limit.
 
 * :func:`apply_label_file` implements ``--labels FILE.csv`` (``data.labels``): a CSV with header
-  ``name,label`` whose labels replace the labels of the *training* images it names. ``name`` is the image's
+  ``name,label`` whose labels become the training labels of the *training* images it names (a second
+  annotation of the same images: real label noise). They are kept in :attr:`FaceSet.file_labels`; the dataset's
+  own labels stay in :attr:`FaceSet.labels` as the reference that the noise record and every diagnostic compare
+  with (:mod:`lanet.data.noise` records each label the file changed). ``name`` is the image's
   name as the dataset names it (:attr:`FaceSet.names`, e.g. ``fer0000123.png``, ``train_00001.jpg``, the
   path as written in a generic CSV); a bare file name also matches when it is unique in the dataset.
   ``label`` is a canonical class name, an alias (``happy``, ``angry``, ...) or an integer id in the canonical
@@ -79,7 +82,8 @@ def _name_index(names: np.ndarray) -> tuple[dict[str, list[int]], dict[str, list
 
 
 def apply_label_file(faceset: FaceSet, path: str | os.PathLike, allow_missing: bool = False) -> FaceSet:
-    """Replace the labels of the training images named in ``path`` (a ``name,label`` CSV); returns a copy.
+    """Give the training images named in ``path`` (a ``name,label`` CSV) the file's labels; returns a copy whose
+    :attr:`~FaceSet.file_labels` hold them (``labels``, the dataset's own, are unchanged).
 
     Rows that are not applied are counted in ``meta["label_file"]``: ``ignored_not_train`` (validation or test
     images), ``ignored_dropped`` (images the loader dropped, e.g. FERPlus images whose votes the protocol
@@ -102,7 +106,7 @@ def apply_label_file(faceset: FaceSet, path: str | os.PathLike, allow_missing: b
     dropped = {str(n) for n in faceset.meta.get("dropped_names", ())}
     dropped |= {os.path.basename(n) for n in dropped}
     train = faceset.split == SPLITS.index("train")
-    labels = faceset.labels.copy()
+    labels = faceset.given_labels.copy()
     missing: list[tuple[str, int]] = []
     ignored = ignored_dropped = named = duplicates = 0
     seen: set[str] = set()
@@ -143,7 +147,7 @@ def apply_label_file(faceset: FaceSet, path: str | os.PathLike, allow_missing: b
         "duplicate_rows": duplicates,
         "missing": len(missing),
     }
-    return replace(faceset, labels=labels, meta=meta)
+    return replace(faceset, file_labels=labels, meta=meta)
 
 
 def carve_val(faceset: FaceSet, fraction: float, seed: int = 0) -> FaceSet:
@@ -181,7 +185,10 @@ def carve_val(faceset: FaceSet, fraction: float, seed: int = 0) -> FaceSet:
             split[rng.permutation(members)[: take[c]]] = SPLITS.index("val")
     meta = dict(faceset.meta)
     meta["val_carved"] = {"fraction": fraction, "seed": seed, "count": target}
-    return replace(faceset, split=split, meta=meta)
+    file_labels = faceset.file_labels
+    if file_labels is not None:  # a label file relabels training images only: val keeps the dataset's labels
+        file_labels = np.where(split == SPLITS.index("val"), faceset.labels, file_labels)
+    return replace(faceset, split=split, meta=meta, file_labels=file_labels)
 
 
 def limit_per_split(faceset: FaceSet, limit: int) -> FaceSet:

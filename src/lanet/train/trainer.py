@@ -8,7 +8,8 @@ parameters for the global batch, so N processes see exactly the images one proce
 Run directory::
 
     config.yaml            resolved configuration
-    noise.json             requested/realised noise; noise_changes.csv lists every changed label
+    noise.json             what changed the training labels (label file, injected noise) against the dataset's
+                           labels; noise_changes.csv lists every changed label
     metrics.jsonl          one JSON line per epoch
     checkpoint.pt          method + optimiser state after the last finished epoch (for --resume)
     model_final.pt         exported expression classifier after the last epoch
@@ -22,6 +23,7 @@ marks the directory as holding a run; every file is written atomically (old or n
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import sys
@@ -227,6 +229,7 @@ class Run:
     start_epoch: int = 0
     best_val: float = -1.0
     history: list[dict[str, Any]] = field(default_factory=list)
+    eval_model: nn.Module | None = None  # with train.precise_bn: the last evaluated copy of the classifier
 
     @property
     def memory_format(self) -> torch.memory_format:
@@ -363,8 +366,7 @@ def setup_run(cfg: Config, out: Path, resume: bool, device: torch.device, info: 
     if resume and (out / "checkpoint.pt").is_file():
         restore_checkpoint(run)
     # every check has passed: report the data (an error above is the only line a failed command prints)
-    _log(f"{fs.summary()}; noise {data.noise.type} requested {data.noise.rate:.2f} realised "
-         f"{data.noise.realised_rate:.4f}; {info.world} process(es) on {device}", info)
+    _log(f"{fs.summary()}; {data.noise.describe()}; {info.world} process(es) on {device}", info)
     report = data_report(fs)
     if report:
         _log(f"data: {report}", info)
@@ -454,7 +456,7 @@ def train_one_epoch(run: Run, epoch: int, progress: bool) -> tuple[dict[str, flo
     lms_t = None if fs.landmarks is None else torch.from_numpy(fs.landmarks)
     found_t = None if fs.landmark_found is None else torch.from_numpy(fs.landmark_found)
     labels_t = torch.from_numpy(data.train_labels)
-    clean_t = torch.from_numpy(fs.labels[data.train_idx])
+    clean_t = torch.from_numpy(fs.labels[data.train_idx])  # the dataset's labels, also under a --labels file
     train_idx_t = torch.from_numpy(data.train_idx)
 
     method.train()
@@ -511,6 +513,12 @@ def epoch_metrics(run: Run, epoch: int, sums: dict[str, float], seconds: float) 
     exported = run.method.export()
     val_idx, test_idx = fs.indices("val"), fs.indices("test")
     ev = (run.aug, run.device, cfg.train.eval_batch_size, run.info, run.amp, run.memory_format)
+    if cfg.train.precise_bn:
+        # the running averages' number first, for comparison; then a copy with the statistics of the weights as
+        # they are, which is evaluated and exported (training keeps its own running averages untouched)
+        line["test_accuracy_running_bn"] = evaluate(exported, fs, test_idx, *ev)["accuracy"]
+        exported = run.eval_model = copy.deepcopy(exported)
+        line["precise_bn_layers"] = precise_bn(run, exported)
     if len(val_idx):
         val = evaluate(exported, fs, val_idx, *ev)
         line["val_accuracy"] = val["accuracy"]
@@ -523,6 +531,31 @@ def epoch_metrics(run: Run, epoch: int, sums: dict[str, float], seconds: float) 
     return line
 
 
+def evaluated_model(run: Run) -> nn.Module:
+    """The classifier the last evaluation measured, to export: the method's own, or with ``train.precise_bn`` its
+    copy with re-estimated BatchNorm statistics (made now if no epoch ran in this process, e.g. a resumed run
+    whose epochs had all finished)."""
+    if not run.cfg.train.precise_bn:
+        return run.method.export()
+    if run.eval_model is None:
+        run.eval_model = copy.deepcopy(run.method.export())
+        precise_bn(run, run.eval_model)
+    return run.eval_model
+
+
+def precise_bn(run: Run, model: nn.Module) -> int:
+    """``train.precise_bn``: set ``model``'s BatchNorm running statistics to the population statistics of the
+    first ``train.precise_bn`` images of a seeded shuffle of the training split (the same images every epoch;
+    :mod:`lanet.train.precise_bn`). Returns the number of layers updated."""
+    from .precise_bn import recompute_bn_statistics
+
+    cfg, fs = run.cfg, run.data.faceset
+    pick = np.random.default_rng(cfg.train.seed).permutation(len(run.data.train_idx))[:cfg.train.precise_bn]
+    images = fs.images[run.data.train_idx[np.sort(pick)]]
+    return recompute_bn_statistics(model, images, run.aug, cfg.train.batch_size, run.device, run.amp,
+                                   run.memory_format)
+
+
 def save_epoch(run: Run, epoch: int, line: dict[str, Any]) -> None:
     """Main process: the metrics (rewritten atomically, so a full disk cannot leave half a line), the
     validation-selected export and the checkpoint; then the console line."""
@@ -530,7 +563,7 @@ def save_epoch(run: Run, epoch: int, line: dict[str, Any]) -> None:
     atomic_write_text("".join(json.dumps(h) + "\n" for h in run.history), out / "metrics.jsonl")
     if "val_accuracy" in line and line["val_accuracy"] > run.best_val:
         run.best_val = line["val_accuracy"]
-        atomic_torch_save(export_payload(run.method.export(), cfg, run.data.faceset, run.aug, epoch),
+        atomic_torch_save(export_payload(evaluated_model(run), cfg, run.data.faceset, run.aug, epoch),
                           out / "model_val_selected.pt")
     if cfg.train.checkpoint:
         save_checkpoint(out / "checkpoint.pt", run.method.state_dict(), run.optimizer.state_dict(), epoch,
@@ -547,7 +580,7 @@ def finish_run(run: Run) -> dict[str, Any]:
     summary: dict[str, Any] = {}
     if run.info.main:
         cfg, fs, out = run.cfg, run.data.faceset, run.out
-        atomic_torch_save(export_payload(run.method.export(), cfg, fs, run.aug, cfg.train.epochs - 1),
+        atomic_torch_save(export_payload(evaluated_model(run), cfg, fs, run.aug, cfg.train.epochs - 1),
                           out / "model_final.pt")
         run.method.save_artifacts(out)
         summary = summarise(cfg, fs, run.data.noise, run.history, run.info.world, str(run.device))
@@ -568,7 +601,8 @@ def summarise(cfg: Config, fs: FaceSet, noise: NoiseRecord, history: list[dict[s
         "method": cfg.method.name,
         "dataset": fs.name,
         "noise": {"type": noise.type, "rate": noise.rate},
-        "realised_noise_rate": noise.realised_rate,
+        "realised_noise_rate": noise.realised_rate,  # training labels that differ from the dataset's (any cause)
+        "label_file_noise_rate": None if noise.label_file is None else noise.label_file["realised_rate"],
         "seed": cfg.train.seed,
         "epochs": cfg.train.epochs,
         "test_accuracy": final["test_accuracy"],
