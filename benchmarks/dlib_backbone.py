@@ -95,7 +95,7 @@ def row_config(row: Row, args: argparse.Namespace) -> Config:
 def read_row(row: Row, run_dir: Path) -> dict[str, Any]:
     """What a (possibly partial) run directory says: per-epoch metrics and, when finished, the summary."""
     out: dict[str, Any] = {"row": row.name, "arch": row.arch, "image_size": row.image_size,
-                           "pretrained": row.pretrained or "random init", "lr": row.lr, "run_dir": str(run_dir)}
+                           "pretrained": row.pretrained or "random init", "lr": row.lr, "run_dir": run_dir.name}
     if row.arch == "resnet18":
         out["width"] = row.width
     metrics = run_dir / "metrics.jsonl"

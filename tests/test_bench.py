@@ -111,6 +111,9 @@ def test_smoke_tables_hold_mean_and_std_of_the_summaries(smoke):
         assert has_mechanism == (row_json["method"] == "lanet")
     data = json.loads((results / "table1.json").read_text())
     assert len(data["runs"]) == 4 and not data["missing"] and not data["failed"]
+    # run directories are stored relative to the runs folder: no machine path enters a results file
+    assert sorted(r["run_dir"] for r in data["runs"]) == sorted(
+        f"table1/{m}-symmetric-0.30-s{seed}" for m in ("baseline", "lanet") for seed in (0, 1))
     assert {r["seed"] for r in data["runs"]} == {0, 1}
     prov = data["provenance"]
     for key in ("machine", "torch", "preset", "commit", "command", "date"):

@@ -104,10 +104,19 @@ def _provenance_lines(prov: dict[str, Any], trained_on: list[str]) -> list[str]:
     return lines
 
 
-def _run_record(spec: RunSpec, run_dir: Path) -> dict[str, Any]:
+def relative_run_dir(run_dir: Path, runs_root: Path) -> str:
+    """A run directory as committed results store it: relative to the runs folder (``table1/lanet-...-s0``), so
+    no machine's paths enter a results file."""
+    try:
+        return run_dir.resolve().relative_to(runs_root.resolve()).as_posix()
+    except ValueError:
+        return run_dir.name
+
+
+def _run_record(spec: RunSpec, run_dir: Path, runs_root: Path) -> dict[str, Any]:
     s = _read_json(run_dir / "summary.json") or {}
     rec = _spec_dict(spec)
-    rec.update({"run_dir": str(run_dir), "dataset": s.get("dataset"),
+    rec.update({"run_dir": relative_run_dir(run_dir, runs_root), "dataset": s.get("dataset"),
                 "test_accuracy": s.get("test_accuracy"),
                 "test_accuracy_val_selected": s.get("test_accuracy_val_selected"),
                 "val_selected_epoch": s.get("val_selected_epoch"),
@@ -205,7 +214,7 @@ def render_accuracy_table(bench: Bench, table: str, seeds: Sequence[int] | None,
                 else:
                     missing.append(spec.name)
                 continue
-            rec = _run_record(spec, found)
+            rec = _run_record(spec, found, bench.runs_root)
             dataset = dataset or rec.get("dataset")
             if cfg0 is None:
                 cfg0 = yaml.safe_load((found / "config.yaml").read_text())
@@ -333,7 +342,8 @@ def render_table6(bench: Bench, seeds: Sequence[int] | None, prov: dict[str, Any
                 continue
             dataset = dataset or s.get("dataset")
             noise = s.get("noise", {})
-            rec = {"table": tab, "run": d.name, "run_dir": str(d), "seed": s.get("seed"), **js,
+            rec = {"table": tab, "run": d.name, "run_dir": relative_run_dir(d, bench.runs_root), "seed": s.get("seed"),
+                   **js,
                    "noise": noise.get("type"), "rate": noise.get("rate"),
                    "realised_noise_rate": s.get("realised_noise_rate"), "test_accuracy": s.get("test_accuracy")}
             tb = _read_json(d / PROVENANCE_FILE)
