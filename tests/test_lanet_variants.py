@@ -3,6 +3,7 @@
 
 import math
 
+import helpers
 import numpy as np
 import pytest
 import torch
@@ -54,20 +55,8 @@ def _lanet(params, num_train=48, c=4):
 
 
 def _steps(m, noisy, clean, images, lms, steps, check=None, seed=0, opt=None):
-    g = torch.Generator().manual_seed(seed)
     opt = opt or torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=1e-2)
-    for step in range(steps):
-        idx = torch.randperm(len(noisy), generator=g)[:16]
-        b = Batch(images=images[idx], labels=noisy[idx], index=idx, landmarks=lms[idx],
-                  landmark_found=torch.ones(16, dtype=torch.bool), clean_labels=clean[idx], step=step)
-        loss, logs = m(b)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        m.after_step(b)
-        if check is not None:
-            check(m, logs)
-    return opt
+    return helpers.lanet_steps(m, noisy, images, lms, torch.Generator().manual_seed(seed), steps, opt, clean, check)
 
 
 @pytest.mark.parametrize("params", [

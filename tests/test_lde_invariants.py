@@ -5,6 +5,7 @@ are then ~0.5 and a missing epsilon changes the weights by 1e-9. Here the score 
 move, and every target and memory row is checked at every step.
 """
 
+import helpers
 import numpy as np
 import pytest
 import torch
@@ -12,7 +13,7 @@ import torch.nn.functional as F
 
 import lanet.methods.lanet as lanet_mod
 from lanet.errors import LanetError
-from lanet.methods.base import Batch, MethodSpec
+from lanet.methods.base import MethodSpec
 from lanet.methods.lanet import LANet, aggregate, normalised_weights
 
 
@@ -62,17 +63,7 @@ def _learnable_lanet(num_train: int = 64, c: int = 7):
 
 def _train(m, labels, images, lms, g, steps, check=None):
     opt = torch.optim.Adam([p for p in m.parameters() if p.requires_grad], lr=1e-2)
-    for step in range(steps):
-        idx = torch.randperm(len(labels), generator=g)[:16]
-        b = Batch(images=images[idx], labels=labels[idx], index=idx, landmarks=lms[idx],
-                  landmark_found=torch.ones(16, dtype=torch.bool), clean_labels=labels[idx], step=step)
-        loss, logs = m(b)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        m.after_step(b)
-        if check is not None:
-            check(m, logs)
+    helpers.lanet_steps(m, labels, images, lms, g, steps, opt, check=check)
 
 
 def test_invariants_hold_along_a_training_trajectory():

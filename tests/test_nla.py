@@ -196,8 +196,7 @@ def test_invalid_params(bad):
         NLA(spec(), bad)
 
 
-@pytest.mark.parametrize("arch,size,width", [("resnet18", 32, 8), ("resnet18", 32, 16), ("dlib_resnet_small", 48, 64),
-                                             ("dlib_resnet", 104, 64)])
+@pytest.mark.parametrize("arch,size,width", helpers.BACKBONES)
 def test_a_training_step_on_every_backbone(arch, size, width):
     torch.manual_seed(0)
     m = build_method("nla", spec(arch, size, width=width, classes=7, num_train=16))

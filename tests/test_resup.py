@@ -238,8 +238,7 @@ def test_invalid_params(bad):
         ReSup(spec(), bad)
 
 
-@pytest.mark.parametrize("arch,size,width", [("resnet18", 32, 8), ("resnet18", 32, 16), ("dlib_resnet_small", 48, 64),
-                                             ("dlib_resnet", 104, 64)])
+@pytest.mark.parametrize("arch,size,width", helpers.BACKBONES)
 def test_training_steps_on_every_backbone(arch, size, width):
     torch.manual_seed(0)
     m = build_method("resup", spec(arch, size, width=width, classes=7, num_train=16))

@@ -41,6 +41,7 @@ from ..fileutil import atomic_open
 from ..models.resnet import ResNet, create_model
 from ..train.distributed import all_gather_cat, all_gather_with_grad, is_distributed
 from .base import Batch, Method, MethodSpec
+from .eac import class_activation_maps, flip_consistency, random_erase
 from .registry import register
 
 
@@ -535,8 +536,6 @@ class LANet(Method):
         """Variant (switch ``consistency``): EAC's loss on the expression branch. The mirrored image, randomly
         erased as in EAC, goes through the backbone; its class activation maps, flipped back, must match those of
         the training view (MSE; classifier weights detached, :mod:`lanet.methods.eac`)."""
-        from .eac import class_activation_maps, flip_consistency, random_erase
-
         bb: ResNet = self.encoder["backbone"]  # type: ignore[assignment]
         g = torch.Generator().manual_seed(3_000_017 * 13 + int(batch.step))
         mirrored = random_erase(torch.flip(batch.images, dims=[3]), g, self.params.erase_p)
