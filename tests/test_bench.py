@@ -168,6 +168,47 @@ def test_other_tables_reuse_equal_runs(smoke, monkeypatch, tmp_path):
     assert other.plan(own).status == "stale" and "train.epochs" in other.plan(own).message
 
 
+def test_committed_records_continue_a_grid_on_a_machine_without_its_run_directories(smoke, monkeypatch, tmp_path):
+    """A new machine has the committed results but not the run directories: the grid trains nothing the records
+    hold (same name and configuration fingerprint), renders them unchanged, and trains what they do not hold."""
+    _, results, _ = smoke
+    committed = tmp_path / "committed"
+    committed.mkdir()
+    ledger = (results / "records.jsonl").read_text()
+    assert len(ledger.splitlines()) == 4 and all(json.loads(x)["config_fingerprint"] for x in ledger.splitlines())
+    (committed / "records.jsonl").write_text(ledger)
+    old = {r["method"]: r for r in _csv_rows(results / "table1.csv")}
+    trained = []
+
+    def fake_train(cfg, out, resume=False, progress=True):
+        trained.append(Path(out).name)
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(bench_mod, "train", fake_train)
+    empty_runs = tmp_path / "new-machine-runs"
+    rep = run_benchmark(["table1"], "smoke", runs=empty_runs, results=committed, seeds=[0, 1, 2], rates=[0.3],
+                        methods=["baseline", "lanet"], progress=False)
+    assert [o.status for o in rep.outcomes] == ["recorded", "recorded", "failed"] * 2
+    assert trained == ["baseline-symmetric-0.30-s2", "lanet-symmetric-0.30-s2"]  # only the seed no record holds
+    new = {r["method"]: r for r in _csv_rows(committed / "table1.csv")}
+    for method in ("baseline", "lanet"):
+        for key in ("seeds", "seed_list", "test_accuracy_mean_pct", "val_selected_mean_pct",
+                    "peak_test_accuracy_mean_pct", "target_accuracy_mean"):
+            assert new[method][key] == old[method][key], (method, key)
+    data = json.loads((committed / "table1.json").read_text())
+    assert data["runs_from_records"] == 4 and len(data["runs"]) == 4
+    assert "taken from the committed results" in (committed / "table1.md").read_text()
+    # a record is matched by its configuration, not only its name: another epoch count retrains
+    rep = run_benchmark(["table1"], "smoke", runs=empty_runs, results=committed, seeds=[0], rates=[0.3],
+                        methods=["baseline"], overrides=["train.epochs=2"], progress=False)
+    assert [o.status for o in rep.outcomes] == ["failed"]
+    # ... and rendering it never drops the records of the other configuration
+    assert (committed / "records.jsonl").read_text() == ledger
+    (committed / "records.jsonl").write_text(ledger + "{not json\n")
+    with pytest.raises(LanetError, match="records.jsonl, line 5"):
+        run_benchmark(["table1"], "smoke", runs=empty_runs, results=committed, render_only=True)
+
+
 def test_partial_run_is_resumed(tmp_path, monkeypatch):
     runs = tmp_path / "runs"
     kw = dict(runs=runs, results=tmp_path / "res", seeds=[0], rates=[0.3], methods=["baseline"],

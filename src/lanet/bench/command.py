@@ -13,7 +13,7 @@ from ..errors import LanetError
 from .presets import get_preset
 from .provenance import provenance
 from .render import Rendered, render_accuracy_table, render_table6, write_rendered
-from .runs import Bench, Outcome, grid
+from .runs import DONE_STATUSES, Bench, Outcome, grid, load_ledger, update_ledger
 from .tables import LABEL_FILE, TABLES, expand_tables, file_tables, parse_rates, table_layout
 
 
@@ -80,10 +80,12 @@ def run_benchmark(tables: Sequence[str], preset: str = "smoke", *, root: str | N
     methods_l = [m.strip() for m in methods if m.strip()] if methods else None
     for t in names:  # validates --methods early
         table_layout(t, methods_l, rates_l)
+    out_dir = Path(results) if results else Path("benchmarks") / "results" / p.name
     bench = Bench(p, Path(runs) if runs else Path("runs") / "bench" / p.name, root=root, device=device,
                   overrides=list(overrides), progress=progress,
                   command=command or shlex.join(["lanet", "bench", *names, "--preset", preset]
-                                                + (["--labels", str(labels)] if labels else [])), labels=labels)
+                                                + (["--labels", str(labels)] if labels else [])), labels=labels,
+                  ledger=load_ledger(out_dir))
     for item in overrides:  # validate overrides once, with a readable error
         set_override(Config(), item)
     run_seeds = list(seeds) if seeds else list(p.seeds)
@@ -115,10 +117,11 @@ def run_benchmark(tables: Sequence[str], preset: str = "smoke", *, root: str | N
                 outcomes.append(o)
                 continue
             planned = bench.plan(spec)
-            if planned.status not in ("finished", "reused", "stale"):
+            if planned.status not in DONE_STATUSES:
                 _log(f"{head}: {'resuming' if planned.status == 'partial' else 'training'}")
             o = bench.run(spec)
-            tail = {"finished": "finished before, skipped", "reused": o.message, "stale": f"NOT RUN: {o.message}",
+            tail = {"finished": "finished before, skipped", "reused": o.message,
+                    "recorded": "recorded in the committed results, skipped", "stale": f"NOT RUN: {o.message}",
                     "failed": f"FAILED: {o.message}", "busy": f"NOT RUN: {o.message}"}.get(
                 o.status, f"{o.status} in {o.seconds:.0f} s")
             _log(f"{head}: {tail}")
@@ -128,7 +131,6 @@ def run_benchmark(tables: Sequence[str], preset: str = "smoke", *, root: str | N
     prov = provenance(p.name, bench.command)
     rendered: list[Rendered] = []
     written: list[Path] = []
-    out_dir = Path(results) if results else Path("benchmarks") / "results" / p.name
     for t in names:
         if t == "table6":
             r = render_table6(bench, seeds, prov)
@@ -136,4 +138,8 @@ def run_benchmark(tables: Sequence[str], preset: str = "smoke", *, root: str | N
             r = render_accuracy_table(bench, t, seeds, methods_l, rates_l, prov)
         rendered.append(r)
         written += write_rendered(r, out_dir)
+        if t != "table6":
+            ledger = update_ledger(out_dir, r.data["runs"])
+            if ledger is not None and ledger not in written:
+                written.append(ledger)
     return BenchReport(outcomes, rendered, written)

@@ -28,6 +28,7 @@ from .runs import (
     _spec_dict,
     atomic_write_json,
     atomic_write_text,
+    config_fingerprint,
     grid,
 )
 from .tables import LABEL_FILE, TABLE_ORDER, TABLES, Column, get_table
@@ -116,7 +117,12 @@ def relative_run_dir(run_dir: Path, runs_root: Path) -> str:
 def _run_record(spec: RunSpec, run_dir: Path, runs_root: Path) -> dict[str, Any]:
     s = _read_json(run_dir / "summary.json") or {}
     rec = _spec_dict(spec)
-    rec.update({"run_dir": relative_run_dir(run_dir, runs_root), "dataset": s.get("dataset"),
+    try:
+        fingerprint: str | None = config_fingerprint(yaml.safe_load((run_dir / "config.yaml").read_text()) or {})
+    except (OSError, yaml.YAMLError, LanetError):
+        fingerprint = None
+    rec.update({"run_dir": relative_run_dir(run_dir, runs_root), "config_fingerprint": fingerprint,
+                "dataset": s.get("dataset"),
                 "test_accuracy": s.get("test_accuracy"),
                 "test_accuracy_val_selected": s.get("test_accuracy_val_selected"),
                 "val_selected_epoch": s.get("val_selected_epoch"),
@@ -170,7 +176,8 @@ def _trajectory(run_dir: Path) -> dict[str, Any]:
     tail = [h["test_accuracy"] for h in hist[-LAST_EPOCHS:] if h.get("test_accuracy") is not None]
     out: dict[str, Any] = {"peak_test_accuracy": hist[peak].get("test_accuracy"), "peak_epoch": peak + 1,
                            "last5_test_accuracy": sum(tail) / len(tail) if len(tail) == LAST_EPOCHS else None,
-                           "test_accuracy_per_epoch": [h.get("test_accuracy") for h in hist]}
+                           "test_accuracy_per_epoch": [h.get("test_accuracy") for h in hist],
+                           "val_accuracy_per_epoch": [h.get("val_accuracy") for h in hist]}
     for k in MECHANISM_KEYS:
         if k in hist[-1]:
             out[k] = hist[-1][k]
@@ -197,6 +204,7 @@ def render_accuracy_table(bench: Bench, table: str, seeds: Sequence[int] | None,
     use_seeds = sorted(set(seeds) if seeds else set(bench.preset.seeds) | bench.found_seeds(base))
     runs: list[dict[str, Any]] = []
     missing, failed, stale = [], [], []
+    from_record = 0  # runs rendered from committed records (their run directories are not on this machine)
     rows_out = []
     dataset, cfg0 = None, None
     for b in base:
@@ -205,6 +213,15 @@ def render_accuracy_table(bench: Bench, table: str, seeds: Sequence[int] | None,
             spec = RunSpec(b.table, b.row, b.method, b.params, b.noise, b.rate, seed)
             found, note = bench.locate(spec)
             own = bench.run_dir(spec)
+            if found is None and (rec := bench.recorded(spec)) is not None:
+                rec = {**rec, **_spec_dict(spec), "from_record": True}  # its numbers under this grid's row label
+                dataset = dataset or rec.get("dataset")
+                if cfg0 is None:  # the same configuration as the record's, by its fingerprint
+                    cfg0 = bench.config(spec).to_dict()
+                cell_runs.append(rec)
+                runs.append(rec)
+                from_record += 1
+                continue
             if found is None:
                 if note:
                     stale.append(f"{own} ({note})")
@@ -271,6 +288,9 @@ def render_accuracy_table(bench: Bench, table: str, seeds: Sequence[int] | None,
     md.append("")
     md.append(_MECHANISM_NOTE)
     md.append("")
+    if from_record:
+        md += [f"{from_record} run(s) taken from the committed results: their run directories are not on the "
+               "machine that rendered this table, their records (same configuration fingerprint) are.", ""]
     for title, items in (("missing runs", missing), ("failed runs", failed), ("excluded runs", stale)):
         if items:
             md.append(f"{title}: " + ", ".join(items))
@@ -293,7 +313,7 @@ def render_accuracy_table(bench: Bench, table: str, seeds: Sequence[int] | None,
                     r["val_selected_seeds"], _num(r["realised_noise_rate_mean"]), _num(r["train_seconds_mean"]),
                     *[_num(r[f"{name}_mean"]) for _, name, _ in MECHANISM]])
     data = {"table": table, "title": t.title, "caption": caption, "dataset": dataset, "provenance": prov,
-            "rows": rows_out, "runs": runs, "missing": missing, "failed": failed, "excluded": stale}
+            "rows": rows_out, "runs": runs, "runs_from_records": from_record, "missing": missing, "failed": failed, "excluded": stale}
     if any(c.noise == LABEL_FILE for c in t.columns) and bench.labels:
         data["label_file"] = label_file_provenance(bench.labels)
     return Rendered(table, "\n".join(md) + "\n", buf.getvalue(), data)

@@ -1,8 +1,14 @@
 """Run specs and the grid runner: one run directory per spec, finished runs skipped, partial ones resumed,
-crashes recorded while the grid goes on."""
+crashes recorded while the grid goes on.
+
+A grid may span machines: rendering merges every run's record, with the fingerprint of the configuration that
+trained it, into ``<results>/records.jsonl``, which is committed with the tables. A later grid that finds no run
+directory for a spec, but a record with the same name and fingerprint, counts the run as done (status
+``recorded``) and renders it from the record, so a new machine continues a grid instead of retraining it."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import time
@@ -44,6 +50,66 @@ def atomic_write_json(obj: Any, path: str | Path) -> None:
 
 # configuration keys that do not change a run's numbers: ignored when a run directory is matched to a spec
 _IGNORED_KEYS = {"train.device", "train.threads", "train.log_every", "data.root", "data.cache_dir"}
+
+
+def config_fingerprint(cfg: dict[str, Any]) -> str:
+    """A short hash of everything in a configuration (``Config.to_dict()`` form) that changes a run's numbers: the
+    keys of :data:`_IGNORED_KEYS` left out, a label file replaced by the SHA-256 of its bytes (its path differs
+    between machines, its content must not)."""
+    flat = Bench._flat(config_from_dict(yaml.safe_load(yaml.safe_dump(cfg))).to_dict())
+    flat = {k: v for k, v in flat.items() if k not in _IGNORED_KEYS}
+    labels = flat.get("data.labels")
+    if labels:
+        try:
+            flat["data.labels"] = "sha256:" + hashlib.sha256(Path(labels).expanduser().read_bytes()).hexdigest()
+        except OSError as exc:
+            raise LanetError(f"label file not readable: {labels} ({exc})") from exc
+    return hashlib.sha256(json.dumps(flat, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+#: the file of a results folder that keeps every run record ever rendered there, one JSON object per line
+LEDGER_FILE = "records.jsonl"
+
+
+def load_ledger(results_dir: str | Path) -> dict[str, list[dict[str, Any]]]:
+    """The run records of ``results_dir/records.jsonl`` that carry a configuration fingerprint, by run name (a
+    name may hold records of several configurations: each is matched by its fingerprint). A malformed line is an
+    error naming the file and line, since silently skipping it would retrain a finished run."""
+    ledger: dict[str, list[dict[str, Any]]] = {}
+    path = Path(results_dir) / LEDGER_FILE
+    if not path.is_file():
+        return ledger
+    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except ValueError as exc:
+            raise LanetError(f"{path}, line {i}: not a JSON record ({exc})") from exc
+        if not (isinstance(rec, dict) and rec.get("name") and rec.get("config_fingerprint")):
+            raise LanetError(f"{path}, line {i}: a record needs 'name' and 'config_fingerprint'")
+        same = ledger.setdefault(rec["name"], [])
+        same[:] = [r for r in same if r["config_fingerprint"] != rec["config_fingerprint"]] + [rec]
+    return ledger
+
+
+def update_ledger(results_dir: str | Path, records: Sequence[dict[str, Any]]) -> Path | None:
+    """Merge ``records`` (rendered from run directories) into ``results_dir/records.jsonl``: a record replaces
+    the one with its name and fingerprint, every other record stays, so rendering never loses a run another
+    machine trained. Returns the file, or None when there was nothing to write."""
+    fresh = [r for r in records if r.get("config_fingerprint") and not r.get("from_record")]
+    if not fresh:
+        return None
+    ledger = load_ledger(results_dir)
+    for rec in fresh:
+        same = ledger.setdefault(rec["name"], [])
+        same[:] = [r for r in same if r["config_fingerprint"] != rec["config_fingerprint"]] + [rec]
+    lines = [json.dumps(r, sort_keys=True, ensure_ascii=False)
+             for name in sorted(ledger) for r in sorted(ledger[name], key=lambda r: r["config_fingerprint"])]
+    path = Path(results_dir) / LEDGER_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text("\n".join(lines) + "\n", path)
+    return path
 
 
 def _fmt_value(v: Any) -> str:
@@ -106,13 +172,17 @@ def grid(table: str, seeds: Sequence[int], methods: Sequence[str] | None = None,
     return specs
 
 
+#: plan statuses for which running a spec trains nothing
+DONE_STATUSES = ("finished", "reused", "recorded", "stale")
+
+
 @dataclass
 class Outcome:
     """What happened to one spec when the grid ran (or would run, for a dry run)."""
 
     spec: RunSpec
     run_dir: Path
-    status: str  # finished | reused | trained | resumed | failed | stale | busy | new | partial (last two: dry run)
+    status: str  # finished | reused | recorded | trained | resumed | failed | stale | busy | new | partial (last two: dry run)
     message: str = ""
     seconds: float = 0.0
 
@@ -129,6 +199,7 @@ class Bench:
     progress: bool = True
     command: str = ""
     labels: str | None = None  # the label file of the label_file columns (``--labels FILE``)
+    ledger: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # committed run records (load_ledger)
     _facesets: dict[str, Any] = field(default_factory=dict, repr=False)
 
     # ------------------------------------------------------------------ configuration
@@ -199,10 +270,24 @@ class Bench:
                     return cand, ""
         return None, note
 
+    def recorded(self, spec: RunSpec) -> dict[str, Any] | None:
+        """The committed record of ``spec`` (:func:`load_ledger`) whose configuration fingerprint matches the
+        grid's configuration, or None."""
+        records = self.ledger.get(spec.name)
+        if not records:
+            return None
+        want = config_fingerprint(self.config(spec).to_dict())
+        return next((dict(r) for r in records if r["config_fingerprint"] == want), None)
+
     def found_seeds(self, specs: Sequence[RunSpec]) -> set[int]:
-        """Seeds for which a run directory named like one of ``specs`` (any seed) exists in any table folder."""
+        """Seeds for which a run directory named like one of ``specs`` (any seed) exists in any table folder, or a
+        committed record does."""
         prefixes = {s.prefix for s in specs}
         seeds: set[int] = set()
+        for name in self.ledger:
+            m = re.fullmatch(r"(.+)-s(\d+)", name)
+            if m and m.group(1) in prefixes:
+                seeds.add(int(m.group(2)))
         if not self.runs_root.is_dir():
             return seeds
         for table_dir in self.runs_root.iterdir():
@@ -215,12 +300,14 @@ class Bench:
         return seeds
 
     def plan(self, spec: RunSpec) -> Outcome:
-        """What running ``spec`` would do now: finished | reused | stale | partial | failed | new."""
+        """What running ``spec`` would do now: finished | reused | recorded | stale | partial | failed | new."""
         own = self.run_dir(spec)
         found, note = self.locate(spec)
         if found is not None:
             return Outcome(spec, found, "finished" if found == own else "reused",
                            "" if found == own else f"reuses {found.parent.name}/{found.name}")
+        if self.recorded(spec) is not None:
+            return Outcome(spec, own, "recorded", "recorded in the committed results (same configuration)")
         if note:
             return Outcome(spec, own, "stale", note + f"; delete {own} or choose another --runs")
         if (own / "config.yaml").is_file():
@@ -239,7 +326,7 @@ class Bench:
         """Train ``spec`` unless finished; resume a partial run; record (not raise) a crash. The run directory
         is locked throughout, so a second grid on the same runs skips it (``busy``) instead of writing it too."""
         planned = self.plan(spec)
-        if planned.status in ("finished", "reused", "stale"):
+        if planned.status in DONE_STATUSES:
             return planned
         own = planned.run_dir
         try:
@@ -250,7 +337,7 @@ class Bench:
 
     def _run_locked(self, spec: RunSpec) -> Outcome:
         planned = self.plan(spec)
-        if planned.status in ("finished", "reused", "stale"):
+        if planned.status in DONE_STATUSES:
             return planned
         own = planned.run_dir
         resume = planned.status == "partial"
