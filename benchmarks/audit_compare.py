@@ -51,7 +51,6 @@ import argparse
 import copy
 import json
 import os
-import shlex
 import sys
 import time
 from collections.abc import Iterator
@@ -69,6 +68,7 @@ from lanet.bench import git_commit, machine
 from lanet.data.faceset import FaceSet
 from lanet.errors import LanetError
 from lanet.fileutil import atomic_open
+from lanet.portable import portable_command, portable_path
 from lanet.rundata import RunData, cross_entropy, eval_transform, open_run, predict, softmax
 
 KS = (100, 1000)
@@ -91,7 +91,8 @@ class Scored:
 def evaluate_scores(s: Scored, truth: np.ndarray, votes: np.ndarray | None, given: np.ndarray,
                     clean: np.ndarray) -> dict[str, Any]:
     """precision@k, AUROC and (with votes) agreement with the annotators; see the module docstring."""
-    out: dict[str, Any] = {"method": s.method, "run": s.run, "images": int(len(truth)), "changed": int(truth.sum())}
+    out: dict[str, Any] = {"method": s.method, "run": portable_path(s.run), "images": int(len(truth)),
+                           "changed": int(truth.sum())}
     for k in KS:
         out[f"precision_at_{k}"] = precision_at_k(s.score, truth, k, s.margin)
     out["auroc"] = auroc(s.score, truth)
@@ -329,7 +330,7 @@ def compare(run_dirs: list[str], *, folds: int, work: Path, seed: int, threads: 
         rows = []
         for s in scored:
             if "skipped" in s.extra:
-                rows.append({"method": s.method, "run": s.run, **s.extra})
+                rows.append({"method": s.method, "run": portable_path(s.run), **s.extra})
                 continue
             flagged = s.extra.pop("_flagged_mask", None)
             row = evaluate_scores(s, ref.flipped, votes, ref.given, ref.clean)
@@ -403,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
         "what": "issue 14: finding the flipped training labels: LA-Net's learned label distributions vs the "
                 "small-loss criterion on a CE run vs cleanlab's find_label_issues on K-fold out-of-sample CE "
                 "probabilities; compute = training-step seconds + scoring seconds on this machine",
-        "command": "python " + " ".join(shlex.quote(a) for a in ["benchmarks/audit_compare.py", *argv_list]),
+        "command": portable_command(["python", "benchmarks/audit_compare.py", *argv_list]),
         "commit": commit, "dirty": dirty, "machine": machine(), "torch": torch.__version__,
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "folds": args.folds,
         "fold_seed": args.seed, "wall_seconds": time.time() - t0,

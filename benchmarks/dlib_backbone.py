@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import statistics
 import sys
 import time
@@ -48,6 +47,7 @@ from lanet.bench import git_commit, machine
 from lanet.config import Config
 from lanet.errors import LanetError
 from lanet.fileutil import atomic_open
+from lanet.portable import portable_command
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     result: dict[str, Any] = {
         "what": "issue 9: dlib's face-recognition ResNet as a pretrained backbone vs the same network and the "
                 "cpu-preset ResNet-18 from scratch; baseline cross-entropy on FERPlus clean labels (paper protocol)",
-        "command": "python " + " ".join(shlex.quote(a) for a in [str(Path(sys.argv[0])), *sys.argv[1:]]),
+        "command": portable_command(["python", *sys.argv]),
         "commit": commit, "dirty": dirty, "machine": machine(), "torch": torch.__version__,
         "threads": args.threads or os.cpu_count(),
         "concurrent_load": {"note": args.note or "(not given)",

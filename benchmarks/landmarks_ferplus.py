@@ -25,6 +25,7 @@ from PIL import Image
 
 from lanet.landmarks.detect import DETECTOR_VERSION, detect_landmarks, detect_settings
 from lanet.landmarks.io import write_landmark_file
+from lanet.portable import portable_path
 
 REPO = Path(__file__).resolve().parents[1]
 FOLDERS = {"train": "FER2013Train", "val": "FER2013Valid", "test": "FER2013Test"}
@@ -77,7 +78,7 @@ def main() -> None:
     eyes_above_mouth = landmarks[:, 36:48, 1].mean(1) < landmarks[:, 48:68, 1].mean(1)
     result = {
         "dataset": "ferplus",
-        "root": str(args.root),
+        "root": portable_path(args.root),
         "images": int(len(images)),
         "found": int(found.sum()),
         "detection_rate": round(float(found.mean()), 4),

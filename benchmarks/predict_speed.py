@@ -36,6 +36,9 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageFilter
 
+from lanet.portable import portable_command as _portable_command
+from lanet.portable import portable_path as _portable_path
+
 REPO = Path(__file__).resolve().parents[1]
 SCENE = (640, 480)
 SCALES = (64, 96, 144, 208)
@@ -348,13 +351,13 @@ def main() -> None:
 
     result = {
         "benchmark": "predict_speed",
-        "command": shlex.join([sys.executable.split("/")[-1], *sys.argv]),
+        "command": _portable_command([sys.executable, *sys.argv]),
         "machine": machine(),
         "torch": torch.__version__, "torch_threads": args.threads, "onnxruntime": onnxruntime.__version__,
         "dlib": dlib.__version__,
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "note": args.note,
-        "model": {"file": str(model_file), "trained_by_this_script": not args.model,
+        "model": {"file": _portable_path(model_file), "trained_by_this_script": not args.model,
                   "meta": {k: v for k, v in pred.meta.items() if k in ("arch", "width", "image_size", "in_chans",
                                                                       "source_size", "crop_margin", "crop_offset_y",
                                                                       "method", "epoch")}},

@@ -181,12 +181,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    import shlex
-
     from .bench import run_benchmark
+    from .portable import portable_command
 
     argv = getattr(args, "argv", None)
-    command = shlex.join(["lanet", *argv]) if argv is not None else None
+    command = portable_command(["lanet", *argv]) if argv is not None else None
     report = run_benchmark(args.tables, args.preset, root=args.root, runs=args.runs, results=args.results,
                            seeds=args.seeds, methods=args.methods.split(",") if args.methods else None,
                            rates=args.rates or None, device=args.device, overrides=args.overrides,

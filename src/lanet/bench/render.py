@@ -313,7 +313,8 @@ def render_accuracy_table(bench: Bench, table: str, seeds: Sequence[int] | None,
                     r["val_selected_seeds"], _num(r["realised_noise_rate_mean"]), _num(r["train_seconds_mean"]),
                     *[_num(r[f"{name}_mean"]) for _, name, _ in MECHANISM]])
     data = {"table": table, "title": t.title, "caption": caption, "dataset": dataset, "provenance": prov,
-            "rows": rows_out, "runs": runs, "runs_from_records": from_record, "missing": missing, "failed": failed, "excluded": stale}
+            "rows": rows_out, "runs": runs, "runs_from_records": from_record, "missing": missing, "failed": failed,
+            "excluded": stale}
     if any(c.noise == LABEL_FILE for c in t.columns) and bench.labels:
         data["label_file"] = label_file_provenance(bench.labels)
     return Rendered(table, "\n".join(md) + "\n", buf.getvalue(), data)
@@ -328,7 +329,9 @@ def label_file_provenance(path: str | Path) -> dict[str, Any]:
         raw = p.read_bytes()
     except OSError as exc:
         raise LanetError(f"label file not readable: {p} ({exc})") from exc
-    return {"path": str(p), "name": p.name, "sha256": hashlib.sha256(raw).hexdigest(),
+    from ..portable import portable_path
+
+    return {"path": portable_path(p), "name": p.name, "sha256": hashlib.sha256(raw).hexdigest(),
             "rows": max(len(raw.decode("utf-8-sig", errors="replace").strip().splitlines()) - 1, 0)}
 
 

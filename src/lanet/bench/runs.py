@@ -182,7 +182,8 @@ class Outcome:
 
     spec: RunSpec
     run_dir: Path
-    status: str  # finished | reused | recorded | trained | resumed | failed | stale | busy | new | partial (last two: dry run)
+    # finished | reused | recorded | trained | resumed | failed | stale | busy | new | partial (last two: dry run)
+    status: str
     message: str = ""
     seconds: float = 0.0
 
