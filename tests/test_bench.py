@@ -27,6 +27,7 @@ from lanet.bench import (
 from lanet.bench import runs as bench_mod  # the grid runner calls runs.train: tests replace it there
 from lanet.cli import build_parser, main
 from lanet.errors import LanetError
+from lanet.portable import machine_paths, portable_command
 
 REAL_TRAIN = bench_mod.train
 
@@ -118,7 +119,9 @@ def test_smoke_tables_hold_mean_and_std_of_the_summaries(smoke):
     prov = data["provenance"]
     for key in ("machine", "torch", "preset", "commit", "command", "date"):
         assert prov[key], key
-    assert prov["preset"] == "smoke" and prov["command"] == "lanet " + " ".join(argv)
+    # the command as typed, with the machine's folders made portable (runs/..., <abs>/name)
+    assert prov["preset"] == "smoke" and prov["command"] == portable_command(["lanet", *argv])
+    assert not machine_paths(json.dumps(data)), machine_paths(json.dumps(data))
     assert prov["machine"]["nproc"] >= 1
     assert "commit `" in md and "lanet bench table1" in md
 
