@@ -415,6 +415,22 @@ def test_readme_stays_short():
     assert n <= 300, f"README.md has {n} lines; move reference material into docs/ (at most 300)"
 
 
+def test_every_result_file_is_indexed():
+    """docs/benchmarks.md's "Every committed result file" table names each file under benchmarks/results/."""
+    import fnmatch
+
+    text = (DOCS / "benchmarks.md").read_text(encoding="utf-8")
+    table = text[text.index("## Every committed result file"):]
+    patterns = [p for row in table.splitlines() if row.startswith("| `") for p in
+                re.findall(r"`([^`]+)`", row.split("|")[1])]
+    results = ROOT / "benchmarks" / "results"
+    files = [f.relative_to(results).as_posix() for f in sorted(results.rglob("*")) if f.is_file()]
+    unlisted = [f for f in files if not any(fnmatch.fnmatch(f, p) or fnmatch.fnmatch(f, p + ".*") for p in patterns)]
+    assert files and not unlisted, f"add {unlisted} to the results index of docs/benchmarks.md"
+    dead = [p for p in patterns if not any(fnmatch.fnmatch(f, p) for f in files)]
+    assert not dead, f"the results index of docs/benchmarks.md names files that do not exist: {dead}"
+
+
 def test_docs_index_lists_every_page():
     index = (DOCS / "index.md").read_text(encoding="utf-8")
     unlisted = [p.name for p in sorted(DOCS.glob("*.md")) if p.name != "index.md" and f"]({p.name}" not in index]
