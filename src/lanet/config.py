@@ -264,7 +264,7 @@ def config_from_dict(data: dict[str, Any]) -> Config:
 
 
 def reference() -> str:
-    """Every configuration key with its default and help, for ``--help`` and the README."""
+    """Every configuration key with its default and help, for ``--help`` and docs/configuration.md."""
     lines = []
     for sec in fields(Config):
         lines.append(f"{sec.name}:")

@@ -58,8 +58,8 @@ def run_demo(out: str | Path = "runs/demo", methods: list[str] | None = None, ep
     """Train each method on the same noisy synthetic data; write OUT/summary.json; print a comparison.
 
     The numbers are bit-identical on reruns with the same torch build, thread count (``threads``, fixed at 2
-    by default) and CPU instruction set (``environment`` in the summary records all three; see the README's
-    "Reproducibility" section for what else they depend on)."""
+    by default) and CPU instruction set (``environment`` in the summary records all three; see docs/reproducibility.md
+    for what else they depend on)."""
     out = Path(out)
     names = methods or [m for m in DEMO_METHODS if m in available()]
     epochs = epochs or DEMO_EPOCHS
