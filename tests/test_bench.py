@@ -147,6 +147,23 @@ def test_rerun_skips_finished_runs_and_renders_the_same(smoke, monkeypatch, tmp_
     rows = _csv_rows(tmp_path / "table1.csv")
     assert [r["method"] for r in rows] == ["baseline", "scn", "rul", "eac", "nla", "resup", "lanet"]
     assert [r["seeds"] for r in rows] == ["2", "0", "0", "0", "0", "0", "2"]
+    # a table without LA-Net rows has no mechanism columns: every Markdown row has its header's cell count
+    run_benchmark(["table1"], "smoke", runs=runs, results=tmp_path, rates=[0.3], methods=["baseline"], render_only=True)
+    _assert_tables_well_formed((tmp_path / "table1.md").read_text())
+    run_benchmark(["table1"], "smoke", runs=runs, results=tmp_path, rates=[0.3], render_only=True)
+    _assert_tables_well_formed((tmp_path / "table1.md").read_text())
+
+
+def _assert_tables_well_formed(md: str) -> None:
+    """Each Markdown table's rows have as many cells as its header, and no cell is empty."""
+    for block in md.split("\n\n"):
+        lines = [x for x in block.splitlines() if x.startswith("|")]
+        if not lines:
+            continue
+        width = lines[0].count("|")
+        for line in lines:
+            assert line.count("|") == width, (lines[0], line)
+            assert "|  |" not in line and not line.endswith("| |"), line
 
 
 def test_other_tables_reuse_equal_runs(smoke, monkeypatch, tmp_path):

@@ -274,7 +274,7 @@ def render_accuracy_table(bench: Bench, table: str, seeds: Sequence[int] | None,
                   f"| {secs} |")
     md.append("")
     shown = [(name, col) for _, name, col in MECHANISM if any(r[f"{name}_mean"] is not None for r in rows_out)]
-    md += ["| row | training labels | best epoch per seed | " + " | ".join(col for _, col in shown) + " |",
+    md += ["| row | training labels | best epoch per seed |" + "".join(f" {col} |" for _, col in shown),
            "|---|---|---|" + "---|" * len(shown)]
     for r in rows_out:
         if not r["seeds"]:
@@ -284,7 +284,7 @@ def render_accuracy_table(bench: Bench, table: str, seeds: Sequence[int] | None,
         for name, _ in shown:
             v = r[f"{name}_mean"]
             cells.append("–" if v is None else f"{v:.2f}" if name == "positive_pairs_per_anchor" else f"{100 * v:.1f}%")
-        md.append(f"| {r['row']} | {r['training_labels']} | {epochs} | " + " | ".join(cells) + " |")
+        md.append(f"| {r['row']} | {r['training_labels']} | {epochs} |" + "".join(f" {c} |" for c in cells))
     md.append("")
     md.append(_MECHANISM_NOTE)
     md.append("")
