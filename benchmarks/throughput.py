@@ -40,13 +40,14 @@ def make_batch(n: int, size: int, chans: int, num_train: int, device: torch.devi
 
 def time_training(size: int, batch: int, steps: int, warmup: int, device: torch.device, chans: int,
                   amp: bool, width: int, arch: str = "resnet18", channels_last: bool = True,
-                  pretrained: str = "") -> dict:
+                  pretrained: str = "", method_names: tuple[str, ...] = ("baseline", "lanet")) -> dict:
     num_train = 4096
     labels = np.random.default_rng(0).integers(0, 8, num_train)
     spec = MethodSpec(num_classes=8, num_train=num_train, in_chans=chans, image_size=size, num_landmarks=68,
                       arch=arch, pretrained=pretrained, dropout=0.0, epochs=1, width=width, train_labels=labels)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    methods = {name: build_method(name, spec, {}).to(device).to(memory_format=fmt) for name in ("baseline", "lanet")}
+    names = ("baseline", *[n for n in method_names if n != "baseline"])  # the baseline is every ratio's reference
+    methods = {name: build_method(name, spec, {}).to(device).to(memory_format=fmt) for name in names}
     opts = {k: torch.optim.Adam(m.param_groups(1e-4)) for k, m in methods.items()}
     times: dict[str, list[float]] = {k: [] for k in methods}
     g = torch.Generator().manual_seed(0)
@@ -70,7 +71,8 @@ def time_training(size: int, batch: int, steps: int, warmup: int, device: torch.
     return {"batch": batch, "steps": steps,
             "step_seconds_median": med,
             "images_per_second": {k: batch / v for k, v in med.items()},
-            "lanet_over_baseline_step_time": med["lanet"] / med["baseline"]}
+            "over_baseline_step_time": {k: v / med["baseline"] for k, v in med.items()},
+            **({"lanet_over_baseline_step_time": med["lanet"] / med["baseline"]} if "lanet" in med else {})}
 
 
 @torch.no_grad()
@@ -148,6 +150,8 @@ def main() -> None:
     ap.add_argument("--pretrained", default="", help="the trainer's model.pretrained (e.g. dlib)")
     ap.add_argument("--channels-last", type=int, default=1, help="1 = channels-last memory format (the trainer's "
                     "default train.channels_last), 0 = contiguous")
+    ap.add_argument("--methods", default="baseline,lanet",
+                    help="comma-separated methods to time, interleaved step by step (ratios against the baseline)")
     ap.add_argument("--note", default="", help="what else was running on the machine (recorded in the JSON)")
     ap.add_argument("--out", default="benchmarks/results/throughput.json")
     ap.add_argument("--macs-only", action="store_true", help="count the convolutions' multiply-accumulates and "
@@ -184,17 +188,25 @@ def main() -> None:
         steps = args.steps if small else max(3, args.steps // 2)
         batch = args.batch if small else max(8, args.batch // 4)
         result["train"][str(size)] = time_training(size, batch, steps, args.warmup, device, args.channels, amp,
-                                                   args.width, args.arch, bool(args.channels_last), args.pretrained)
+                                                   args.width, args.arch, bool(args.channels_last), args.pretrained,
+                                                   tuple(m.strip() for m in args.methods.split(",") if m.strip()))
         result.setdefault("conv", {})[str(size)] = conv_macs(size, args.channels, args.width, args.arch)
         result["inference"][str(size)] = time_inference(size, 256 if size <= 112 else 64, steps, args.warmup,
                                                         device, args.channels, amp, args.width)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(f"device {result['device']} ({result['threads']} threads), torch {result['torch']}")
+    for size in args.sizes:
+        t = result["train"][str(size)]
+        print(f"{size:>5} px, training step against the baseline's (median of {t['steps']}, batch {t['batch']}): "
+              + ", ".join(f"{k} {v:.2f}x ({t['images_per_second'][k]:.0f} img/s)"
+                          for k, v in t["over_baseline_step_time"].items()))
     print(f"{'size':>5} {'baseline img/s':>15} {'LA-Net img/s':>13} {'step ratio':>11} "
           f"{'exported img/s':>15} {'plain img/s':>12} {'infer ratio':>12}")
     for size in args.sizes:
         t, i = result["train"][str(size)], result["inference"][str(size)]
+        if "lanet" not in t["images_per_second"]:
+            continue
         print(f"{size:>5} {t['images_per_second']['baseline']:>15.1f} {t['images_per_second']['lanet']:>13.1f} "
               f"{t['lanet_over_baseline_step_time']:>10.2f}x {i['images_per_second']['lanet_exported']:>15.1f} "
               f"{i['images_per_second']['plain_resnet18']:>12.1f} {i['exported_over_plain_time']:>11.2f}x")
