@@ -332,7 +332,7 @@ class LANet(Method):
         EL: bool = True
         PL: bool = True
         warmup_epochs: int = 0  # epochs of CE (+ landmark loss) before LDE and EL start; 0 = the paper
-        # -- variants beyond the paper (defaults = the paper's form; docs/methods.md gives the measurements)
+        # -- variants beyond the paper (defaults = the paper's form; docs/methods.md describes them and their status)
         neighbours: str = "batch"  # batch (eq. 1-2 in the global batch) | memory (the whole training set)
         score_temperature: float = 0.0  # 0: eq. 4's c / sum(c); > 0: softmax(c / T) over the K neighbours
         sharpen: float = 1.0  # temperature on each space's aggregate before eq. 5 (1 = none, < 1 sharpens)
