@@ -44,7 +44,8 @@ import torch.nn.functional as F
 
 from ..errors import LanetError
 from ..fileutil import atomic_open
-from ..models.resnet import ResNet, create_model
+from ..models.factory import create_model
+from ..models.resnet import ResNet
 from ..train.distributed import all_gather_cat, all_gather_with_grad, is_distributed
 from .base import Batch, Method, MethodSpec
 from .eac import class_activation_maps, flip_consistency, random_erase
