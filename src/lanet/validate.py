@@ -6,7 +6,7 @@ RNG state of the wrong length. Each check raises a one-line :class:`LanetError` 
   TorchScript ``lanet.json``), before anything is built from it.
 * :func:`check_checkpoint`: a training checkpoint, before anything is restored from it.
 
-Configuration values are checked by :func:`lanet.config.validate_config`.
+Configuration values are checked by :func:`lanet.runconfig.validate_config`.
 """
 
 from __future__ import annotations
