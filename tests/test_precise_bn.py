@@ -11,9 +11,9 @@ import torch
 import torch.nn as nn
 from helpers import tiny_config
 
-from lanet.config import validate_config
 from lanet.errors import LanetError
 from lanet.models.dlib_resnet import FoldedBatchNorm2d
+from lanet.runconfig import validate_config
 from lanet.train.precise_bn import recompute_bn_statistics
 from lanet.train.trainer import train
 

@@ -13,8 +13,9 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
-from .config import Config, explicit_keys, load_config, reference, validate_config
+from .config import Config, explicit_keys, load_config, reference
 from .errors import LanetError
+from .runconfig import validate_config
 
 # flag -> (config key, help). Values given on the command line override the YAML file.
 _DATA_FLAGS: dict[str, tuple[str, str]] = {

@@ -2,6 +2,10 @@
 
 Every field carries its help text in ``metadata["help"]``; the CLI prints the whole reference from it
 (``lanet train --help``), so the documentation cannot drift from the code.
+
+This module imports neither :mod:`lanet.data` nor :mod:`lanet.methods`: it checks the values that need no
+registry (:func:`check_model_train` and the range helpers); :func:`lanet.runconfig.validate_config` checks a
+whole configuration, each registry validating its own sections.
 """
 
 from __future__ import annotations
@@ -303,20 +307,6 @@ def read_yaml_mapping(path: str | Path, empty_ok: bool = False) -> dict[str, Any
     return data
 
 
-def read_run_config(run_dir: str | Path) -> Config:
-    """The resolved configuration a run directory holds (``RUN_DIR/config.yaml``), validated."""
-    path = Path(run_dir) / "config.yaml"
-    if not path.is_file():
-        raise LanetError(f"{run_dir} holds no run (config.yaml missing)")
-    data = read_yaml_mapping(path)
-    try:
-        cfg = config_from_dict(data)
-        validate_config(cfg, machine=False)
-    except LanetError as exc:
-        raise LanetError(f"{path}: {exc}") from exc
-    return cfg
-
-
 # ---------------------------------------------------------------------------------------------- comparing
 #: keys that do not change a run's numbers: a resumed run takes them from the command, a benchmark ignores them
 RUN_INDEPENDENT_KEYS: frozenset[str] = frozenset(
@@ -342,31 +332,8 @@ def explicit_keys(path: str | Path | None, overrides: list[str]) -> set[str]:
     return keys
 
 
-def _method_params(cfg: Config) -> dict[str, Any]:
-    """Every hyperparameter of the configured method, defaults filled in."""
-    from .methods.registry import get_method_class
-
-    return asdict(get_method_class(cfg.method.name).parse_params(dict(cfg.method.params)))
-
-
-def config_differences(run: Config, command: Config, keys: set[str] | None = None) -> list[str]:
-    """``key: run X, command Y`` for every key (of ``keys``; all when None) whose value differs between the
-    two configurations, ignoring :data:`RUN_INDEPENDENT_KEYS`. Method parameters compare with defaults filled."""
-    a, b = flatten(run.to_dict()), flatten(command.to_dict())
-    a = {k: v for k, v in a.items() if not k.startswith("method.params")}
-    b = {k: v for k, v in b.items() if not k.startswith("method.params")}
-    if run.method.name == command.method.name:
-        a.update({f"method.params.{k}": v for k, v in _method_params(run).items()})
-        b.update({f"method.params.{k}": v for k, v in _method_params(command).items()})
-    wanted = set(a) | set(b)
-    if keys is not None:
-        wanted = {k for k in wanted if k in keys or any(k.startswith(f"{key}.") for key in keys)}
-    return [f"{k}: run {a.get(k)!r}, command {b.get(k)!r}" for k in sorted(wanted - RUN_INDEPENDENT_KEYS)
-            if a.get(k) != b.get(k)]
-
-
 # ---------------------------------------------------------------------------------------------- validation
-def _number(key: str, value: Any, integer: bool = False) -> float:
+def number(key: str, value: Any, integer: bool = False) -> float:
     kinds = (int,) if integer else (int, float)
     if isinstance(value, bool) or not isinstance(value, kinds):
         raise LanetError(f"{key} must be {'an integer' if integer else 'a number'}, got {value!r}")
@@ -379,20 +346,20 @@ def _text(x: float) -> str:
     return str(x) if isinstance(x, int) else f"{x:g}"
 
 
-def _at_least(key: str, value: Any, lo: float, integer: bool = True, why: str = "") -> None:
-    if _number(key, value, integer) < lo:
+def at_least(key: str, value: Any, lo: float, integer: bool = True, why: str = "") -> None:
+    if number(key, value, integer) < lo:
         raise LanetError(f"{key} must be >= {lo:g}{why}, got {value!r}")
 
 
-def _between(key: str, value: Any, lo: float, hi: float, integer: bool = False, hi_open: bool = False,
-             lo_open: bool = False) -> None:
-    v = _number(key, value, integer)
+def between(key: str, value: Any, lo: float, hi: float, integer: bool = False, hi_open: bool = False,
+            lo_open: bool = False) -> None:
+    v = number(key, value, integer)
     if v < lo or v > hi or (lo_open and v == lo) or (hi_open and v == hi):
         raise LanetError(f"{key} must be in {'(' if lo_open else '['}{_text(lo)}, {_text(hi)}"
                          f"{')' if hi_open else ']'}, got {value!r}")
 
 
-def _one_of(key: str, value: Any, choices: Any) -> None:
+def one_of(key: str, value: Any, choices: Any) -> None:
     if value not in choices:
         raise LanetError(f"{key} must be one of {', '.join(map(str, choices))}; got {value!r}")
 
@@ -410,78 +377,33 @@ def cpu_cores() -> int:
     return os.cpu_count() or 1
 
 
-def validate_config(cfg: Config, machine: bool = True) -> None:
-    """Check every value's type and range before anything is loaded or written; the first bad key raises a
-    one-line :class:`LanetError` naming it. Method hyperparameters are checked against the method's own
-    parameter list (:meth:`lanet.methods.base.Method.parse_params`) and against the rest of the configuration
-    (:meth:`lanet.methods.base.Method.check_config`, e.g. LA-Net's K against the batch size); checks that need
-    the data (e.g. LA-Net's landmark count) happen when the method is built, still before the run directory is
-    written. ``machine``: also check values against this machine (``train.threads`` at most its cores); off for
-    a saved run's configuration, which another machine may have written."""
-    from .data.augment import BatchAugment
-    from .data.ferplus import PROTOCOLS
-    from .data.loaders import DATASETS
-    from .data.noise import NOISE_TYPES
-    from .methods.registry import get_method_class
-
-    d, n, m, t = cfg.data, cfg.noise, cfg.model, cfg.train
-    _one_of("data.name", str(d.name).strip().lower(), tuple(DATASETS))
-    _one_of("data.protocol", d.protocol, PROTOCOLS)
-    if _number("data.load_size", d.load_size, integer=True) != 0:
-        _between("data.load_size", d.load_size, 16, 1024, integer=True)
-    _between("data.image_size", d.image_size, *IMAGE_SIZE_RANGE, integer=True)
-    _one_of("data.channels", d.channels, (0, 1, 3))
-    _between("data.val_fraction", d.val_fraction, 0.0, 1.0, hi_open=True)
-    _at_least("data.limit", d.limit, 0, why=" (0 = all images)")
-    _at_least("data.train_limit", d.train_limit, 0, why=" (0 = all training images)")
-    _between("data.synthetic_size", d.synthetic_size, 20, MAX_SYNTHETIC, integer=True)
-    _between("data.synthetic_seed", d.synthetic_seed, 0, MAX_SEED, integer=True)
-    if str(d.name).strip().lower() == "synthetic":
-        need = d.synthetic_size * (d.load_size or 48) ** 2 * (d.channels or 1)
-        if need > MAX_SYNTHETIC_BYTES:
-            raise LanetError(f"data.synthetic_size={d.synthetic_size} at data.load_size {d.load_size or 48} needs "
-                             f"{need / 2**30:.0f} GiB of images (at most {MAX_SYNTHETIC_BYTES / 2**30:.0f}); "
-                             "lower one of them")
-
-    _one_of("noise.type", n.type, NOISE_TYPES)
-    _between("noise.rate", n.rate, 0.0, 1.0, hi_open=True)
-    if n.rate > 0 and n.type == "none":
-        raise LanetError(f"noise.rate={n.rate:g} needs a noise type (--noise symmetric or asymmetric); "
-                         "with noise.type none no label would change")
-    if n.rate > 0 and n.type == "annotator":
-        raise LanetError(f"noise.rate={n.rate:g} is not used by annotator noise (each label is one of the image's "
-                         "own votes); leave it at 0")
-    _between("noise.seed", n.seed, -1, MAX_SEED, integer=True)  # -1 = train.seed
-
-    BatchAugment(cfg.augment, d.image_size, 1)  # the augmentation ranges (crop, ratio, flip, jitter, erasing)
-    if not isinstance(cfg.augment.balanced, bool):
-        raise LanetError(f"augment.balanced must be true or false, got {cfg.augment.balanced!r}")
-
-    _between("model.dropout", m.dropout, 0.0, 1.0, hi_open=True)
-    _between("model.width", m.width, *WIDTH_RANGE, integer=True)
+def check_model_train(cfg: Config, machine: bool = True) -> None:
+    """The model and train sections, which need no registry: every value's type and range; the first bad key raises
+    a one-line :class:`LanetError` naming it. ``machine``: ``train.threads`` at most this machine's cores (off for a
+    saved run's configuration, which another machine may have written). Part of
+    :func:`lanet.runconfig.validate_config`, which also checks the data, noise, augment and method sections
+    against their registries."""
+    m, t = cfg.model, cfg.train
+    between("model.dropout", m.dropout, 0.0, 1.0, hi_open=True)
+    between("model.width", m.width, *WIDTH_RANGE, integer=True)
     if m.width % 8:
         raise LanetError(f"model.width must be a multiple of 8, got {m.width!r}")
 
-    _between("train.epochs", t.epochs, 1, 100_000, integer=True)
-    _between("train.batch_size", t.batch_size, 1, 1_000_000, integer=True)
-    _between("train.lr", t.lr, 0.0, 1.0, lo_open=True)  # Adam: 1e-3 is typical, above 1 every run diverges
-    _between("train.weight_decay", t.weight_decay, 0.0, 1.0)
-    _between("train.warmup_steps", t.warmup_steps, 0, 10**9, integer=True)
-    _between("train.seed", t.seed, 0, MAX_SEED, integer=True)
-    _one_of("train.device", t.device, ("auto", "cpu", "cuda"))
-    _between("train.eval_batch_size", t.eval_batch_size, 1, 1_000_000, integer=True)
+    between("train.epochs", t.epochs, 1, 100_000, integer=True)
+    between("train.batch_size", t.batch_size, 1, 1_000_000, integer=True)
+    between("train.lr", t.lr, 0.0, 1.0, lo_open=True)  # Adam: 1e-3 is typical, above 1 every run diverges
+    between("train.weight_decay", t.weight_decay, 0.0, 1.0)
+    between("train.warmup_steps", t.warmup_steps, 0, 10**9, integer=True)
+    between("train.seed", t.seed, 0, MAX_SEED, integer=True)
+    one_of("train.device", t.device, ("auto", "cpu", "cuda"))
+    between("train.eval_batch_size", t.eval_batch_size, 1, 1_000_000, integer=True)
     cores = cpu_cores() if machine else MAX_THREADS
-    if _number("train.threads", t.threads, integer=True) < 0 or t.threads > cores:
+    if number("train.threads", t.threads, integer=True) < 0 or t.threads > cores:
         what = f"the {cores} CPU core(s) this machine has" if machine else "all cores"
         raise LanetError(f"train.threads must be in [0, {cores}] (0 = {what}), got {t.threads!r}")
-    _one_of("train.deterministic", t.deterministic, ("auto", "on", "off"))
-    _at_least("train.log_every", t.log_every, 1)
-    _at_least("train.precise_bn", t.precise_bn, 0, why=" (0 = off)")
+    one_of("train.deterministic", t.deterministic, ("auto", "on", "off"))
+    at_least("train.log_every", t.log_every, 1)
+    at_least("train.precise_bn", t.precise_bn, 0, why=" (0 = off)")
     for key in ("amp", "channels_last", "checkpoint"):
         if not isinstance(getattr(t, key), bool):
             raise LanetError(f"train.{key} must be true or false, got {getattr(t, key)!r}")
-
-    if not isinstance(cfg.method.params, dict):
-        raise LanetError(f"method.params must be a mapping, got {cfg.method.params!r}")
-    method = get_method_class(cfg.method.name)
-    method.check_config(method.parse_params(dict(cfg.method.params)), cfg)

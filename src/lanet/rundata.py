@@ -29,10 +29,11 @@ import torch
 import torch.nn as nn
 
 from .classes import CLASSES
-from .config import Config, read_run_config
+from .config import Config
 from .data.faceset import FaceSet
 from .errors import LanetError
 from .fileutil import csv_value, open_text, read_text
+from .runconfig import read_run_config
 from .train.checkpoint import metrics_by_epoch
 
 MODEL_TAGS = ("final", "val_selected")

@@ -6,7 +6,7 @@ RNG state of the wrong length. Each check raises a one-line :class:`LanetError` 
   TorchScript ``lanet.json``), before anything is built from it.
 * :func:`check_checkpoint`: a training checkpoint, before anything is restored from it.
 
-Configuration values are checked by :func:`lanet.config.validate_config`.
+Configuration values are checked by :func:`lanet.runconfig.validate_config`.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ MODEL_IMAGE_SIZE = (32, 512)  # = lanet.config.IMAGE_SIZE_RANGE
 MODEL_SOURCE_SIZE = (16, 1024)  # data.load_size range
 MODEL_WIDTH = (8, 256)  # = lanet.config.WIDTH_RANGE
 MAX_CLASSES = 1000
+#: The keys :func:`lanet.train.checkpoint.save_checkpoint` writes and :func:`check_checkpoint` requires.
+CHECKPOINT_KEYS = ("method", "optimizer", "epoch", "best_val", "torch_rng")
 
 
 def _bad(path: str | Path, key: str, want: str, value: Any) -> LanetError:
@@ -95,8 +97,6 @@ def check_checkpoint(state: Any, path: str | Path) -> dict[str, Any]:
     uses have the right types: epoch, best_val, the method and optimiser states, and the CPU RNG state (a uint8
     tensor of the length this torch uses)."""
     import torch
-
-    from .train.checkpoint import CHECKPOINT_KEYS
 
     missing = [k for k in CHECKPOINT_KEYS if not isinstance(state, dict) or k not in state]
     if missing:

@@ -8,8 +8,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import Config, set_override, validate_config
+from ..config import Config, set_override
 from ..errors import LanetError
+from ..runconfig import validate_config
 from .presets import get_preset
 from .provenance import provenance
 from .render import Rendered, render_accuracy_table, render_table6, write_rendered

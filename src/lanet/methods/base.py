@@ -99,7 +99,7 @@ class Method(nn.Module):
     def check_config(cls, params: Any, cfg: Any) -> None:
         """Check ``params`` (parsed :attr:`Params`) against the rest of the configuration ``cfg`` (a
         :class:`lanet.config.Config`), e.g. a neighbour count against the batch size. Called by
-        :func:`lanet.config.validate_config` before anything is loaded or written; raises a one-line
+        :func:`lanet.runconfig.validate_config` before anything is loaded or written; raises a one-line
         :class:`LanetError` naming the key. The base accepts everything; override it where a value depends on
         others."""
 

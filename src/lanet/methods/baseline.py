@@ -7,7 +7,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..models.resnet import ResNet, create_model
+from ..models.factory import create_model
+from ..models.resnet import ResNet
 from .base import Batch, Method, MethodSpec
 from .registry import register
 

@@ -39,7 +39,8 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import LanetError
-from ..models.resnet import ResNet, create_model
+from ..models.factory import create_model
+from ..models.resnet import ResNet
 from .base import Batch, Method, MethodSpec
 from .registry import register
 

@@ -20,6 +20,12 @@ selection). The landmark branch and L_lm are active when ``LM`` or ``EL`` is on;
 method is the baseline.
 
 Inference uses the expression branch alone: :meth:`LANet.export` returns the plain ResNet classifier.
+
+The equations are pure functions in three modules, re-exported here: :mod:`.lanet_lde` (eq. 1-5: neighbours,
+contribution scores, normalised weights, the EMA target), :mod:`.lanet_el` (eq. 8-13: pseudo-labels, positive
+pairs, projection heads, the contrastive term) and :mod:`.lanet_landmarks` (the landmark pyramid, heatmap
+targets, Adaptive Wing). This module holds the method: encoders, memory, queues, the loss of eq. 14 and its
+diagnostics.
 """
 
 from __future__ import annotations
@@ -38,269 +44,24 @@ import torch.nn.functional as F
 
 from ..errors import LanetError
 from ..fileutil import atomic_open
-from ..models.resnet import ResNet, create_model
+from ..models.factory import create_model
+from ..models.resnet import ResNet
 from ..train.distributed import all_gather_cat, all_gather_with_grad, is_distributed
 from .base import Batch, Method, MethodSpec
 from .eac import class_activation_maps, flip_consistency, random_erase
+from .lanet_el import el_term, positive_mask, projection_head, pseudo_labels
+from .lanet_landmarks import LandmarkPyramid, adaptive_wing_loss, gaussian_heatmaps, heatmap_peak_region
+from .lanet_lde import (
+    ContributionScore,
+    aggregate,  # noqa: F401 - re-exported
+    ema_target,
+    knn,
+    knn_memory,
+    normalised_weights,
+    sharpen,
+    softmax_weights,
+)
 from .registry import register
-
-
-# ------------------------------------------------------------------------------------------- modules
-class LandmarkPyramid(nn.Module):
-    """Top-down pyramid over the landmark branch's layer2..4 outputs, down to stride 4 (layer1 added).
-
-    Returns the stride-4 map (N x 64e x H/4 x W/4) whose pooled value is the landmark feature ``v``.
-    """
-
-    def __init__(self, stage_channels: tuple[int, int, int, int]):
-        super().__init__()
-        c = stage_channels[0]  # 64 * expansion for the standard widths
-        self.lat2 = nn.Conv2d(stage_channels[1], c, 1)
-        self.lat3 = nn.Conv2d(stage_channels[2], c, 1)
-        self.lat4 = nn.Conv2d(stage_channels[3], c, 1)
-
-    @staticmethod
-    def _up(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        return F.interpolate(x, size=like.shape[-2:], mode="bilinear", align_corners=False)
-
-    def forward(self, c1: torch.Tensor, c2: torch.Tensor, c3: torch.Tensor, c4: torch.Tensor) -> torch.Tensor:
-        p = self.lat4(c4)  # N x 64e x H/32
-        p = self.lat3(c3) + self._up(p, c3)  # H/16
-        p = self.lat2(c2) + self._up(p, c2)  # H/8
-        return c1 + self._up(p, c1)  # N x 64e x H/4 x W/4
-
-
-class ContributionScore(nn.Module):
-    """Pairwise contribution score c_ij of neighbour j to sample i (eq. 3).
-
-    One linear layer whose output halves play g1 (for i) and g2 (for j); the pair is concatenated and passed
-    through f: d -> d/2 -> d/4 -> 2 with a softmax whose first output is the score (a two-way sigmoid).
-    """
-
-    def __init__(self, dim: int):
-        super().__init__()
-        if dim % 4:
-            raise ValueError(f"feature dimension {dim} must be divisible by 4")
-        self.half = dim // 2
-        self.g = nn.Linear(dim, dim)
-        self.f = nn.Sequential(nn.Linear(dim, dim // 2), nn.ReLU(inplace=True), nn.Linear(dim // 2, dim // 4),
-                               nn.ReLU(inplace=True), nn.Linear(dim // 4, 2))
-
-    def forward(self, feat_i: torch.Tensor, feat_all: torch.Tensor, neighbours: torch.Tensor) -> torch.Tensor:
-        """feat_i: N x d anchors, feat_all: M x d candidates, neighbours: N x K indices into feat_all -> N x K."""
-        g2 = self.g(feat_all)[:, self.half:]  # M x d/2
-        return self._score(feat_i, g2[neighbours])
-
-    def score_rows(self, feat_i: torch.Tensor, feat_nb: torch.Tensor) -> torch.Tensor:
-        """The same score for neighbours given as rows: feat_i N x d, feat_nb N x K x d -> N x K (used with a
-        memory of the whole training set, where projecting every row each step would be wasted)."""
-        return self._score(feat_i, self.g(feat_nb)[..., self.half:])
-
-    def _score(self, feat_i: torch.Tensor, g2_nb: torch.Tensor) -> torch.Tensor:
-        g1 = self.g(feat_i)[:, : self.half]  # N x d/2
-        n, k = g2_nb.shape[:2]
-        pair = torch.cat([g1[:, None, :].expand(n, k, self.half), g2_nb], dim=-1)  # N x K x d
-        return self.f(pair).softmax(-1)[..., 0]  # N x K
-
-
-def projection_head(dim_in: int, dim_out: int) -> nn.Sequential:
-    """Two-layer perceptron g of eq. 10 (outputs are L2-normalised by the caller)."""
-    return nn.Sequential(nn.Linear(dim_in, dim_in), nn.ReLU(inplace=True), nn.Linear(dim_in, dim_out))
-
-
-# ------------------------------------------------------------------------------------------- equations
-def knn(feat_i: torch.Tensor, feat_all: torch.Tensor, k: int, self_index: torch.Tensor) -> torch.Tensor:
-    """Eq. 1-2: indices (N x K) of the K most cosine-similar rows of ``feat_all`` for each row of ``feat_i``,
-    the sample itself (``self_index[i]``, its row in ``feat_all``) excluded."""
-    a = F.normalize(feat_i.detach().float(), dim=1)
-    b = F.normalize(feat_all.detach().float(), dim=1)
-    sim = a @ b.T  # N x M
-    sim[torch.arange(len(a), device=sim.device), self_index] = -math.inf
-    if k > sim.shape[1] - 1:
-        raise LanetError(f"K={k} neighbours need a batch of at least {k + 1} images, got {sim.shape[1]}")
-    return sim.topk(k, dim=1).indices
-
-
-def normalised_weights(scores: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """Contribution scores N x K -> aggregation weights N x K that sum to exactly 1 per row (eq. 4).
-
-    ``eps / K`` is added to every score before dividing by the row sum, so the weights are a convex combination of
-    the K neighbours whatever the scores: ``(c_ik + eps/K) / (sum_k c_ik + eps)``. (The authors' release differs:
-    it adds ``eps / B`` over its whole B-image batch mask, the sample itself included, so once the scores collapse
-    its target tends to the batch-mean prediction rather than to the mean of the K neighbours.) Dividing by
-    ``sum + eps`` alone (without the per-weight eps) lets the weights sum to ``S / (S + eps)``, far below 1 once
-    the score networks output tiny scores; the KL term then rewards shrinking the target, the scores collapse to
-    ~1e-9 and the label distributions leak their mass. With all scores 0 the weights are uniform (1/K).
-    Computed in float32 even under autocast, so the row sums stay within float rounding of 1.
-    """
-    scores = scores.float()
-    k = scores.shape[1]
-    w = scores + eps / k
-    return w / w.sum(1, keepdim=True)  # N x K, rows sum to 1
-
-
-def aggregate(scores: torch.Tensor, probs: torch.Tensor, neighbours: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """Normalised neighbourhood aggregation, one term of eq. 4: sum_k w_ik p_k with w = normalised c -> N x C."""
-    w = normalised_weights(scores, eps)  # N x K
-    return (w[..., None] * probs[neighbours].float()).sum(1)  # N x C
-
-
-def softmax_weights(scores: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Variant of eq. 4's normalisation (switch ``score_temperature``): w_ik = softmax_k(c_ik / T), N x K.
-
-    Rows sum to 1 whatever the scores, and equal scores give uniform weights as in eq. 4; unlike c / sum(c) the
-    ratio of two weights is exp((c_i - c_j) / T), so scores in (0, 1) can still single out a neighbour after the
-    score networks have drifted towards a common value (with T = 0.1 a score gap of 0.3 weighs 20x)."""
-    return (scores.float() / temperature).softmax(1)
-
-
-def sharpen(dist: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Target sharpening (switch ``sharpen``): p^(1/T) renormalised per row, N x C; T = 1 leaves p unchanged,
-    T < 1 moves mass to the largest entry while keeping its argmax. Computed in log space for stability."""
-    if temperature == 1.0:
-        return dist
-    return F.softmax(dist.clamp(min=1e-12).log() / temperature, dim=1)
-
-
-def knn_memory(feat_i: torch.Tensor, bank: torch.Tensor, k: int, self_index: torch.Tensor,
-               seen: torch.Tensor) -> torch.Tensor:
-    """Eq. 1-2 against a memory of the whole training set (switch ``neighbours=memory``): indices N x K into
-    ``bank`` (num_train x d) of the K most cosine-similar rows that were ever written (``seen``), the sample's own
-    row (``self_index``, training indices) excluded."""
-    a = F.normalize(feat_i.detach().float(), dim=1)
-    b = F.normalize(bank.float(), dim=1)
-    sim = a @ b.T  # N x num_train
-    sim = sim.masked_fill(~seen[None, :], -math.inf)
-    sim[torch.arange(len(a), device=sim.device), self_index] = -math.inf
-    available = int(seen.sum()) - 1
-    if k > available:
-        raise LanetError(f"K={k} neighbours need at least {k + 1} remembered images, got {available + 1}")
-    return sim.topk(k, dim=1).indices
-
-
-def ema_target(memory: torch.Tensor, current: torch.Tensor, omega: float) -> torch.Tensor:
-    """Eq. 5: d^[e] = omega * d^[e-1] + (1 - omega) * d (gradient flows through ``current`` only)."""
-    return omega * memory + (1.0 - omega) * current
-
-
-def pseudo_labels(target: torch.Tensor, delta: float, index: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """Eq. 8: argmax of the target where its max >= delta; otherwise an id unique to the sample
-    (num_classes + its training index), which can equal neither a class id nor another sample's id."""
-    conf, arg = target.max(1)
-    return torch.where(conf >= delta, arg, num_classes + index)
-
-
-def positive_mask(anchor_labels: torch.Tensor, key_labels: torch.Tensor) -> torch.Tensor:
-    """Eq. 9: N x M bool, True where key j shares anchor i's pseudo-label (i's own view included)."""
-    return anchor_labels[:, None] == key_labels[None, :]
-
-
-def el_term(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, anchor_labels: torch.Tensor,
-            key_labels: torch.Tensor, queue_labels: torch.Tensor, tau: float, batch_negatives: bool = False
-            ) -> torch.Tensor:
-    """One of eq. 11/12: queries q (N x D) of one modality against keys k (M x D) of the other modality and
-    that modality's queue (Q x D); all rows L2-normalised.
-
-    For anchor i and each positive j (same pseudo-label) the logits are [q_i.k_j, q_i.negatives] / tau with
-    the positive at position 0; negatives are the queue entries whose label differs from i's (and, with
-    ``batch_negatives``, the in-batch keys whose label differs). The loss is averaged over positives, then
-    anchors. Computed in the stable form -s_ij + logaddexp(s_ij, logsumexp(negatives_i)).
-    """
-    if q.ndim != 2 or k.ndim != 2 or queue.ndim != 2 or q.shape[1] != k.shape[1] or q.shape[1] != queue.shape[1]:
-        raise ValueError(f"expected q N x D, k M x D, queue Q x D; got {tuple(q.shape)}, {tuple(k.shape)}, "
-                         f"{tuple(queue.shape)}")
-    pos = positive_mask(anchor_labels, key_labels)  # N x M
-    s_batch = q @ k.T / tau  # N x M
-    s_queue = q @ queue.T / tau  # N x Q
-    s_queue = s_queue.masked_fill(anchor_labels[:, None] == queue_labels[None, :], -math.inf)
-    neg = s_queue
-    if batch_negatives:
-        neg = torch.cat([s_queue, s_batch.masked_fill(pos, -math.inf)], dim=1)
-    lse_neg = torch.logsumexp(neg, dim=1, keepdim=True)  # N x 1 (-inf when no negative survives)
-    per_pair = -s_batch + torch.logaddexp(s_batch, lse_neg)  # N x M, -log softmax of the positive
-    per_anchor = (per_pair * pos).sum(1) / pos.sum(1).clamp(min=1)
-    return per_anchor.mean()
-
-
-def _axis_gaussians(points: torch.Tensor, size: tuple[int, int], stride: float, sigma: float
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The separable factors of :func:`gaussian_heatmaps`: gy N x P x h and gx N x P x w."""
-    h, w = size
-    ys = torch.arange(h, device=points.device, dtype=points.dtype)
-    xs = torch.arange(w, device=points.device, dtype=points.dtype)
-    px = (points[..., 0] + 0.5) / stride - 0.5  # N x P in heatmap cells
-    py = (points[..., 1] + 0.5) / stride - 0.5
-    gx = torch.exp(-((xs[None, None, :] - px[..., None]) ** 2) / (2 * sigma**2))  # N x P x w
-    gy = torch.exp(-((ys[None, None, :] - py[..., None]) ** 2) / (2 * sigma**2))  # N x P x h
-    return gy, gx
-
-
-def gaussian_heatmaps(points: torch.Tensor, size: tuple[int, int], stride: float, sigma: float) -> torch.Tensor:
-    """N x P x h x w Gaussian heatmaps for ``points`` N x P x 2 (x, y) in input pixels, with (x, y) = (j, i) the
-    centre of pixel [i, j] (the project's landmark convention). Heatmap cell c covers input pixels
-    [c * stride, (c + 1) * stride), so its centre is at input coordinate (c + 0.5) * stride - 0.5."""
-    gy, gx = _axis_gaussians(points, size, stride, sigma)
-    return gy[..., :, None] * gx[..., None, :]
-
-
-def heatmap_peak_region(points: torch.Tensor, size: tuple[int, int], stride: float, sigma: float,
-                        level: float = 0.2) -> torch.Tensor:
-    """N x P x h x w bool: cells within one cell (3 x 3 window) of a heatmap cell above ``level``.
-
-    Equal to ``max_pool2d(gaussian_heatmaps(...) > level, 3, 1, 1)``, computed on the separable factors: the
-    window maximum of gy[i] * gx[j] (both non-negative) is the product of their 1-D window maxima.
-    """
-    gy, gx = _axis_gaussians(points, size, stride, sigma)
-    my = F.max_pool1d(gy.flatten(0, 1)[:, None], 3, 1, 1).view_as(gy)
-    mx = F.max_pool1d(gx.flatten(0, 1)[:, None], 3, 1, 1).view_as(gx)
-    return my[..., :, None] * mx[..., None, :] > level
-
-
-class _AdaptiveWing(torch.autograd.Function):
-    """Weighted-mean Adaptive Wing loss with its gradient formed in the forward pass.
-
-    Autograd would keep and differentiate every intermediate (abs, pow, log1p, where, the products): about a
-    tenth of an LA-Net step on a CPU at 64 px. Here the forward computes the loss and dL/dpred in one pass and
-    the backward is one multiplication. dL/d|d| is omega * p * |d|^(p-1) / (1 + |d|^p) below theta (zero at
-    |d| = 0, since p - 1 = alpha - 1 - y > 0 for y <= 1) and the constant slope A above; d|d|/dpred = sign(d).
-    """
-
-    @staticmethod
-    def forward(ctx, pred, target, weight, alpha, omega, epsilon, theta):  # type: ignore[override]
-        with torch.no_grad():
-            d = pred - target
-            diff = d.abs()
-            power = alpha - target
-            r = torch.exp(power * math.log(theta / epsilon))  # (theta / epsilon) ** power: target only
-            a = omega / (1 + r) * power * (r * (epsilon / theta)) / epsilon
-            small = diff < theta
-            x = diff / epsilon
-            xp = x.pow(power)  # (|d| / eps) ** p
-            loss = torch.where(small, omega * torch.log1p(xp), a * diff - (theta * a - omega * torch.log1p(r)))
-            scale = weight / loss.numel()
-            # below theta: omega * p * x^(p-1) / (eps * (1 + x^p)), written x^p / x so no second pow is needed
-            slope_small = omega * power * torch.where(x > 0, xp / x.clamp(min=1e-30), torch.zeros_like(x)) / (
-                epsilon * (1 + xp))
-            grad = torch.where(small, slope_small, a) * torch.sign(d) * scale
-            ctx.save_for_backward(grad)
-            return (loss * scale).sum()
-
-    @staticmethod
-    def backward(ctx, grad_out):  # type: ignore[override]
-        (grad,) = ctx.saved_tensors
-        return grad * grad_out, None, None, None, None, None, None
-
-
-def adaptive_wing_loss(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, alpha: float = 2.1,
-                       omega: float = 14.0, epsilon: float = 1.0, theta: float = 0.5) -> torch.Tensor:
-    """Adaptive Wing loss (Wang et al., ICCV 2019) per element, weighted and averaged.
-
-    Only ``pred`` receives a gradient (the heatmap target and the weights are data). The target-only terms use
-    r = (theta / epsilon) ** (alpha - y) computed once as an exponential; the gradient comes from the forward
-    pass (:class:`_AdaptiveWing`), equal to autograd's through the same formula.
-    """
-    weight = weight.to(pred.dtype).expand_as(pred)
-    return _AdaptiveWing.apply(pred, target.to(pred.dtype), weight, alpha, omega, epsilon, theta)
 
 
 # ------------------------------------------------------------------------------------------- method

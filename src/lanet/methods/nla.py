@@ -63,7 +63,8 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import LanetError
-from ..models.resnet import ResNet, create_model
+from ..models.factory import create_model
+from ..models.resnet import ResNet
 from ..train.distributed import is_distributed
 from .base import Batch, Method, MethodSpec
 from .registry import register

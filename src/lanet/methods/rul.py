@@ -48,7 +48,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import LanetError
-from ..models.resnet import ResNet, create_model
+from ..models.factory import create_model
+from ..models.resnet import ResNet
 from .base import Batch, Method, MethodSpec
 from .registry import register
 

@@ -51,7 +51,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import LanetError
-from ..models.resnet import ResNet, create_model
+from ..models.factory import create_model
+from ..models.resnet import ResNet
 from ..train.distributed import all_gather_cat
 from .base import Batch, Method, MethodSpec
 from .registry import register

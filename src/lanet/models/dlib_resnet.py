@@ -76,7 +76,7 @@ from ..data.augment import IMAGENET_MEAN, IMAGENET_STD
 from ..errors import LanetError
 from ..facemodels import face_model_file
 from .dlib_io import DlibNet, read_dlib_net
-from .resnet import _normalise_key, load_state_dict_into, read_state_dict
+from .state import _normalise_key, load_state_dict_into, read_state_dict
 
 #: dlib's input means (R, G, B) in pixel units (0..255), as stored in the model file.
 DLIB_MEAN_RGB = (122.782, 117.001, 104.298)

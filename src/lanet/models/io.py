@@ -9,7 +9,7 @@ import torch
 
 from ..errors import LanetError
 from ..fileutil import load_torch_file
-from .resnet import create_model
+from .factory import create_model
 
 
 def load_classifier(path: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:

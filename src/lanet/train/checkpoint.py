@@ -14,8 +14,7 @@ import torch
 
 from ..errors import LanetError
 from ..fileutil import atomic_open, load_torch_file, read_text
-
-CHECKPOINT_KEYS = ("method", "optimizer", "epoch", "best_val", "torch_rng")
+from ..validate import CHECKPOINT_KEYS, check_checkpoint  # noqa: F401 - CHECKPOINT_KEYS re-exported
 
 
 class _WriteRecorder(io.RawIOBase):
@@ -85,8 +84,6 @@ def save_checkpoint(path: str | Path, method_state: dict[str, Any], optimizer_st
 def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
     """Read a checkpoint with ``weights_only=True``; a crafted, truncated or foreign file is a one-line
     :class:`LanetError`, and so is a value of the wrong type (:func:`lanet.validate.check_checkpoint`)."""
-    from ..validate import check_checkpoint
-
     return check_checkpoint(load_torch_file(path, "lanet checkpoint", map_location=map_location), path)
 
 

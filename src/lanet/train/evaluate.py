@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..config import read_run_config
 from ..data.loaders import load_faceset
 from ..errors import LanetError
 from ..models.io import load_classifier
+from ..runconfig import read_run_config
 from .checkpoint import atomic_write_json
 from .trainer import evaluate, make_augment, resolve_device
 

@@ -39,7 +39,7 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
-from ..config import RUN_INDEPENDENT_KEYS, Config, config_differences, read_run_config, validate_config
+from ..config import RUN_INDEPENDENT_KEYS, Config
 from ..data.augment import BatchAugment
 from ..data.faceset import FaceSet, data_report
 from ..data.loaders import load_faceset
@@ -49,6 +49,7 @@ from ..errors import LanetError
 from ..fileutil import read_text, remove_stale_tmp, run_lock
 from ..methods.base import Batch, Method, MethodSpec
 from ..methods.registry import build_method, get_method_class
+from ..runconfig import config_differences, read_run_config, validate_config
 from .checkpoint import (
     atomic_torch_save,
     atomic_write_json,

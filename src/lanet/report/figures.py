@@ -1,48 +1,21 @@
-"""``lanet report RUN_DIR... --out DIR``: what training did, as PNG figures on one self-contained HTML page.
-
-Per run (everything computed from the run directory and the dataset its ``config.yaml`` names):
-
-* training curves: every loss term, validation and test accuracy per epoch with the run's peak and, where a
-  baseline (CE) run with the same labels is in the report, the baseline's peak; LA-Net's label-correction
-  diagnostics where the run logged them;
-* the confusion matrix and per-class accuracy of the analysed classifier on the test split;
-* t-SNE of the test features (the input of the classifier's last layer) coloured by class (LA-Net Fig. 3);
-* per-sample cross-entropy of the training images against their given labels, clean and flipped apart,
-  from the noise record (LA-Net Fig. 4); for a run trained on a ``--labels`` file, the labels the file changed
-  against those it left as the dataset's (the dataset's own labels are the reference: a label file's labels are
-  never called clean);
-* learned label distributions against the human votes for sample training images (LA-Net Fig. 5);
-* Grad-CAM maps of sample test images (LA-Net Fig. 6) on the deepest stage whose map is at least 3 x 3 at the
-  run's input size (``cam_layer="auto"``; the figure names the layer and its map size).
-
-With several runs, a comparison comes first: accuracy curves overlaid, an accuracy table and, for runs on
-the same data, Grad-CAM of the same test images side by side. A figure that cannot be made for a run (no
-votes, no label distributions, no noise, no exported model yet) is left out with a sentence saying why.
-
-The page references its PNGs by relative path and loads nothing else (no scripts, no network), so the
-folder can be copied or attached as it is. Needs the ``report`` extra (matplotlib, scikit-learn).
-"""
+"""The report's figures: one function per figure, each returning the :class:`Figure` it wrote (a PNG under the
+report folder) or a :class:`Skipped` saying why it could not be made for the run."""
 
 from __future__ import annotations
 
-import html
-import re
-import sys
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .audit import auroc, label_scores
-from .classes import CLASSES, SHORT
-from .errors import LanetError
-from .fileutil import atomic_open
-from .rundata import RunData, TrainingLabels, cross_entropy, open_run, predict, softmax
+from ..audit import auroc
+from ..classes import CLASSES, SHORT
+from ..errors import LanetError
+from ..fileutil import atomic_open
+from ..rundata import TrainingLabels, cross_entropy
+from .analysis import Analysis, Figure, Skipped, loss_terms, peak
 
 DPI = 80
-_LOSS_SKIP = ("train_images_per_second", "train_seconds")
 _DIAGNOSTICS = {  # LA-Net's per-epoch label-correction diagnostics (lanet.methods.lanet) -> legend text
     "target_corrects_flipped": "flipped label: target argmax = clean label",
     "target_moves_clean": "clean label: target argmax moved away",
@@ -68,49 +41,6 @@ def _label_words(lab: TrainingLabels | None) -> tuple[str, str]:
     return "clean labels", "flipped labels"
 
 
-@dataclass
-class Figure:
-    file: str  # relative to the report folder
-    title: str
-    caption: str
-
-
-@dataclass
-class Skipped:
-    title: str
-    why: str
-
-
-@dataclass
-class Analysis:
-    """One run and what the report computed from it."""
-
-    run: RunData
-    slug: str
-    model_note: str = ""
-    has_model: bool = False
-    test_idx: np.ndarray | None = None
-    test_logits: np.ndarray | None = None
-    test_features: np.ndarray | None = None
-    labels: TrainingLabels | None = None
-    train_logits: np.ndarray | None = None
-    distributions: np.ndarray | None = None
-    distributions_note: str = ""
-    audit_auroc: float | None = None
-    audit_source: str = ""
-    data_error: str = ""
-    labels_error: str = ""  # why the training labels (noise_changes.csv, noise.json) could not be rebuilt
-    items: list[Figure | Skipped] = field(default_factory=list)
-    net: Any = None
-
-
-@dataclass
-class ReportResult:
-    index: Path
-    figures: list[Path]
-    skipped: list[tuple[str, str, str]]  # (run, figure, why)
-
-
 def _plt() -> Any:
     try:
         import matplotlib
@@ -131,21 +61,6 @@ def _save(fig: Any, out: Path, rel: str) -> Path:
     return path
 
 
-def _log(msg: str, progress: bool) -> None:
-    if progress:
-        print(f"report: {msg}", file=sys.stderr, flush=True)
-
-
-def _slugs(runs: list[RunData]) -> list[str]:
-    seen: dict[str, int] = {}
-    out = []
-    for r in runs:
-        base = re.sub(r"[^A-Za-z0-9._-]+", "_", r.name).strip("._") or "run"
-        seen[base] = seen.get(base, 0) + 1
-        out.append(base if seen[base] == 1 else f"{base}-{seen[base]}")
-    return out
-
-
 def _integer_epochs(ax: Any) -> None:
     from matplotlib.ticker import MaxNLocator
 
@@ -156,78 +71,6 @@ def _short(names: tuple[str, ...] | list[str]) -> list[str]:
     return [SHORT[CLASSES.index(n)] if n in CLASSES else n[:2] for n in names]
 
 
-def peak(history: list[dict[str, Any]], key: str = "test_accuracy") -> tuple[float, int] | None:
-    """(best value, 1-based epoch: the earliest at ties) of ``key`` over the epochs, or None."""
-    vals = [(h[key], i + 1) for i, h in enumerate(history) if isinstance(h.get(key), (int, float))]
-    if not vals:
-        return None
-    best = max(v for v, _ in vals)
-    return best, min(e for v, e in vals if v == best)
-
-
-def _same_labels(a: RunData, b: RunData) -> bool:
-    na, nb = a.cfg.noise, b.cfg.noise
-    return (json_key(a.cfg.to_dict()["data"]) == json_key(b.cfg.to_dict()["data"]) and na.type == nb.type
-            and (na.type in ("none", "annotator") or na.rate == nb.rate)
-            and (na.seed if na.seed >= 0 else a.cfg.train.seed) == (nb.seed if nb.seed >= 0 else b.cfg.train.seed))
-
-
-def json_key(d: dict[str, Any]) -> str:
-    import json
-
-    return json.dumps({k: v for k, v in d.items() if k not in ("root", "cache_dir")}, sort_keys=True)
-
-
-# ---------------------------------------------------------------------------------------------- analysis
-def analyse(run: RunData, slug: str, *, model: str, device: Any, batch_size: int, progress: bool) -> Analysis:
-    """Load the run's dataset, labels and classifier and predict what the figures need: test logits and features,
-    and the training images' logits where the run has a noise record. Each input that cannot be read takes only
-    the figures that need it, and its reason names the file: a dataset that cannot be loaded leaves only the
-    curves; a bad noise record (``noise_changes.csv``) the loss and distribution figures; a bad
-    ``label_distributions.npz`` the distribution figure; a bad model file the figures of the classifier."""
-    from .rundata import eval_transform
-
-    a = Analysis(run, slug)
-    try:
-        fs = run.faceset
-    except LanetError as exc:
-        a.data_error = f"the run's dataset could not be read ({exc})"
-        a.model_note = a.data_error
-        return a
-    try:
-        a.labels = run.training_labels()
-    except LanetError as exc:
-        a.labels_error = f"the run's training labels could not be rebuilt ({exc})"
-        a.distributions_note = a.labels_error
-    if a.labels is not None:
-        try:
-            a.distributions, a.distributions_note = run.label_distributions()
-        except LanetError as exc:
-            a.distributions_note = str(exc)
-    if a.labels is not None and a.labels.has_noise and a.distributions is not None:
-        a.audit_auroc = auroc(label_scores(a.distributions, a.labels.given).score, a.labels.flipped)
-        a.audit_source = "learned distributions"
-    try:
-        net, _, a.model_note = run.load_model(model, device)
-    except LanetError as exc:
-        net, a.model_note = None, str(exc)
-    if net is None:
-        return a
-    tf = eval_transform(run)
-    a.has_model, a.net = True, net
-    a.test_idx = fs.indices("test")
-    _log(f"{run.name}: {len(a.test_idx)} test images through {a.model_note.split(' (')[0]}", progress)
-    a.test_logits, a.test_features = predict(net, fs.images[a.test_idx], tf, batch_size, device)
-    if a.labels is not None and a.labels.has_noise:
-        _log(f"{run.name}: {len(a.labels.index)} training images (per-sample losses)", progress)
-        a.train_logits, _ = predict(net, fs.images[a.labels.index], tf, batch_size, device, features=False)
-        if a.distributions is None:
-            a.audit_auroc = auroc(label_scores(softmax(a.train_logits), a.labels.given).score, a.labels.flipped)
-            a.audit_source = "model predictions (in-sample)"
-    return a
-
-
-# ---------------------------------------------------------------------------------------------- figures
 def fig_curves(a: Analysis, baseline: Analysis | None, out: Path) -> Figure | Skipped:
     title = "Training curves"
     h = a.run.history
@@ -302,16 +145,8 @@ def fig_curves(a: Analysis, baseline: Analysis | None, out: Path) -> Figure | Sk
     return Figure(rel, title, cap)
 
 
-def loss_terms(line: dict[str, Any]) -> list[str]:
-    """The loss keys of a metrics line: the trainer writes the epoch means of the method's logged losses
-    (``train_*``) before ``train_images_per_second``; method diagnostics come after it."""
-    keys = list(line)
-    end = keys.index("train_images_per_second") if "train_images_per_second" in keys else len(keys)
-    return [k for k in keys[:end] if k.startswith("train_") and k not in _LOSS_SKIP]
-
-
 def _confusion(a: Analysis) -> np.ndarray:
-    from .train.metrics import confusion_matrix
+    from ..train.metrics import confusion_matrix
 
     fs = a.run.faceset
     return confusion_matrix(fs.labels[a.test_idx], a.test_logits.argmax(1), fs.num_classes)
@@ -525,8 +360,8 @@ def _cam_samples(fs: Any, test_idx: np.ndarray, samples: int, seed: int) -> np.n
 def _cams(a: Analysis, idx: np.ndarray, layer: str, device: Any) -> tuple[np.ndarray, np.ndarray]:
     import torch
 
-    from .gradcam import grad_cam
-    from .rundata import eval_transform
+    from ..gradcam import grad_cam
+    from ..rundata import eval_transform
 
     x, _ = eval_transform(a.run).eval(torch.from_numpy(a.run.faceset.images[idx]))
     cams, logits = grad_cam(a.net, x.to(device), layer)
@@ -537,7 +372,7 @@ def cam_layer_for(a: Analysis, layer: str, device: Any) -> tuple[str, tuple[int,
     """(layer name, its map size at the run's input size, whether it was chosen automatically) for Grad-CAM on
     ``a``'s classifier: ``layer`` itself, or for ``auto`` the deepest stage whose map is at least 3 x 3
     (:func:`lanet.gradcam.choose_layer`)."""
-    from .gradcam import choose_layer, map_size
+    from ..gradcam import choose_layer, map_size
 
     channels, size = a.run.faceset.channels, a.run.cfg.data.image_size
     if layer == "auto":
@@ -629,162 +464,3 @@ def fig_compare_curves(group: list[Analysis], out: Path) -> Figure | Skipped:
                   "overlaid; stars mark each run's peak test accuracy (a memorisation diagnostic).")
 
 
-# ---------------------------------------------------------------------------------------------- HTML
-_CSS = """
-body { font: 15px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1180px; padding: 0 1em; color: #222; }
-h1 { margin-bottom: 0.2em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: 0.2em; margin-top: 2em; }
-figure { margin: 1.2em 0; } figure img { max-width: 100%; border: 1px solid #eee; }
-figcaption { font-size: 0.88em; color: #444; max-width: 980px; }
-table { border-collapse: collapse; font-size: 0.88em; margin: 0.8em 0; }
-th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: right; } th { background: #f4f4f4; }
-td:first-child, th:first-child { text-align: left; }
-.skipped { color: #7a5200; background: #fff8e6; border-left: 3px solid #e0a800; padding: 0.4em 0.8em; }
-.meta { color: #666; font-size: 0.85em; } code { font-size: 0.92em; }
-"""
-
-
-def _pct(x: Any) -> str:
-    return "–" if not isinstance(x, (int, float)) or x is None else f"{100 * x:.2f}"
-
-
-def summary_rows(group: list[Analysis]) -> list[dict[str, Any]]:
-    """The accuracy table's rows, from each run's metrics and summary."""
-    rows = []
-    for a in group:
-        r, h, s = a.run, a.run.history, a.run.summary or {}
-        final = h[-1] if h else {}
-        vpk, pk = peak(h, "val_accuracy"), peak(h)
-        realised = s.get("realised_noise_rate", (r.noise or {}).get("realised_rate"))
-        rows.append({
-            "run": r.name, "method": r.method, "labels": r.noise_text, "realised_noise": realised,
-            "epochs": f"{len(h)}/{r.cfg.train.epochs}", "final": final.get("test_accuracy"),
-            "val_selected": None if vpk is None else h[vpk[1] - 1].get("test_accuracy"),
-            "val_epoch": None if vpk is None else vpk[1], "peak": None if pk is None else pk[0],
-            "peak_epoch": None if pk is None else pk[1], "mean_class": final.get("test_mean_class_accuracy"),
-            "audit_auroc": a.audit_auroc, "audit_source": a.audit_source,
-            "train_minutes": sum(line.get("train_seconds", 0.0) for line in h) / 60.0,
-        })
-    return rows
-
-
-def _table(group: list[Analysis]) -> str:
-    head = ("<tr><th>run</th><th>method</th><th>training labels</th><th>realised noise</th><th>epochs</th>"
-            "<th>final test (%)</th><th>val-selected test (%)</th><th>peak test (%) @ epoch</th>"
-            "<th>mean class (%)</th><th>audit AUROC (changed labels)</th><th>training (min)</th></tr>")
-    body = []
-    for r in summary_rows(group):
-        sel = "–" if r["val_selected"] is None else f"{_pct(r['val_selected'])} @ {r['val_epoch']}"
-        pk = "–" if r["peak"] is None else f"{_pct(r['peak'])} @ {r['peak_epoch']}"
-        au = "–" if r["audit_auroc"] is None else f"{r['audit_auroc']:.3f} ({html.escape(r['audit_source'])})"
-        noise = "–" if r["realised_noise"] is None else f"{100 * r['realised_noise']:.1f}%"
-        cells = [html.escape(r["run"]), html.escape(r["method"]), html.escape(r["labels"]), noise, r["epochs"],
-                 _pct(r["final"]), sel, pk, _pct(r["mean_class"]), au, f"{r['train_minutes']:.1f}"]
-        body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
-    note = ("<p class=\"meta\">final: after the last finished epoch; val-selected: at the epoch with the best "
-            "validation accuracy; peak: the best test accuracy over epochs (chosen on test: a memorisation "
-            "diagnostic only); "
-            "realised noise: share of training labels that differ from the dataset's own labels (injected noise "
-            "or a label file); audit AUROC: how well <code>lanet audit</code>'s score (1 − p(given label)) separates "
-            "those labels from the others (0.5 = chance).</p>")
-    return f"<table>{head}{''.join(body)}</table>{note}"
-
-
-def _items_html(items: list[Figure | Skipped]) -> str:
-    parts = []
-    for it in items:
-        if isinstance(it, Figure):
-            parts.append(f"<figure><img src=\"{html.escape(it.file)}\" alt=\"{html.escape(it.title)}\">"
-                         f"<figcaption><b>{html.escape(it.title)}.</b> {html.escape(it.caption)}</figcaption></figure>")
-        else:
-            parts.append(f"<p class=\"skipped\"><b>{html.escape(it.title)}</b>: not shown: {html.escape(it.why)}.</p>")
-    return "\n".join(parts)
-
-
-def _run_facts(a: Analysis) -> str:
-    r, s = a.run, a.run.summary
-    fs_name = r.cfg.data.name
-    state = "finished" if s else f"not finished ({len(r.history)} of {r.cfg.train.epochs} epochs so far)"
-    text = (f"<code>{html.escape(str(r.path))}</code>: method <b>{html.escape(r.method)}</b> on "
-            f"{html.escape(fs_name)}, {html.escape(r.noise_text)}, {r.cfg.model.arch} width {r.cfg.model.width} at "
-            f"{r.cfg.data.image_size} px, seed {r.cfg.train.seed}; {state}.")
-    if a.has_model:
-        text += f" Figures from the test split use {html.escape(a.model_note)}."
-    return f"<p>{text}</p>"
-
-
-def render_html(groups: list[Analysis], compare: list[Figure | Skipped], title: str) -> str:
-    from . import __version__
-
-    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    toc = []
-    body = []
-    if len(groups) > 1:
-        toc.append("<li><a href=\"#compare\">Comparison</a></li>")
-        body.append(f"<section id=\"compare\"><h2>Comparison</h2>{_table(groups)}{_items_html(compare)}</section>")
-    for a in groups:
-        toc.append(f"<li><a href=\"#run-{html.escape(a.slug)}\">{html.escape(a.run.name)}</a></li>")
-        table = _table([a]) if len(groups) == 1 else ""
-        body.append(f"<section id=\"run-{html.escape(a.slug)}\"><h2>{html.escape(a.run.name)}</h2>{_run_facts(a)}"
-                    f"{table}{_items_html(a.items)}</section>")
-    return (f"<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
-            f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><style>{_CSS}</style></head>\n"
-            f"<body><h1>{html.escape(title)}</h1><p class=\"meta\">Made by lanet {__version__} on {now} from "
-            f"{len(groups)} run director{'y' if len(groups) == 1 else 'ies'}; every number and figure is computed "
-            f"from the run directories and their datasets.</p><ul>{''.join(toc)}</ul>\n" + "\n".join(body)
-            + "\n</body></html>\n")
-
-
-# ---------------------------------------------------------------------------------------------- entry point
-def make_report(run_dirs: list[str | Path], out: str | Path, *, root: str = "", model: str = "auto",
-                device: str = "auto", batch_size: int = 256, tsne_points: int = 2000, samples: int = 8,
-                seed: int = 0, cam_layer: str = "auto", title: str = "", progress: bool = True) -> ReportResult:
-    """Write ``out/index.html`` and its PNGs for ``run_dirs`` (see the module docstring)."""
-    from .train.trainer import resolve_device
-
-    if not run_dirs:
-        raise LanetError("give at least one run directory")
-    for key, value, lo, hi in (("--batch-size", batch_size, 1, 1_000_000), ("--tsne-points", tsne_points, 20, 100_000),
-                               ("--samples", samples, 1, 64), ("--seed", seed, 0, 2**32 - 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-            raise LanetError(f"{key} must be an integer in [{lo}, {hi}], got {value!r}")
-    runs = [open_run(d, root=root) for d in run_dirs]  # every directory is checked before anything is computed
-    _plt()
-    try:
-        import sklearn  # noqa: F401
-    except ModuleNotFoundError as exc:
-        raise LanetError("lanet report needs matplotlib and scikit-learn: pip install 'lanet[report]'") from exc
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise LanetError(f"--out {out} is a file; give a folder for index.html and the figures")
-    dev = resolve_device(device)
-    groups = [analyse(r, s, model=model, device=dev, batch_size=batch_size, progress=progress)
-              for r, s in zip(runs, _slugs(runs))]
-    baselines = [a for a in groups if a.run.method == "baseline"]
-    for a in groups:
-        _log(f"{a.run.name}: figures", progress)
-        base = a if a.run.method == "baseline" else next((b for b in baselines if _same_labels(a.run, b.run)), None)
-        a.items.append(fig_curves(a, base, out))
-        a.items.append(fig_confusion(a, out))
-        a.items.append(fig_tsne(a, out, tsne_points, seed))
-        a.items.append(fig_loss_hist(a, out))
-        a.items.append(fig_distributions(a, out, samples, seed))
-        a.items.append(fig_gradcam([a], out, f"{a.slug}/gradcam.png", samples, seed, cam_layer, dev))
-    compare: list[Figure | Skipped] = []
-    if len(groups) > 1:
-        compare.append(fig_compare_curves(groups, out))
-        keys = {json_key(a.run.cfg.to_dict()["data"]) for a in groups}
-        if len(keys) > 1:
-            compare.append(Skipped("Grad-CAM side by side", "the runs were trained on different data"))
-        elif len(groups) > 6:
-            compare.append(Skipped("Grad-CAM side by side", f"{len(groups)} runs (at most 6 are drawn side by side)"))
-        else:
-            compare.append(fig_gradcam(groups, out, "compare/gradcam.png", samples, seed, cam_layer, dev))
-    page = render_html(groups, compare, title or "lanet report: " + ", ".join(a.run.name for a in groups))
-    index = out / "index.html"
-    with atomic_open(index, "w", encoding="utf-8") as fh:
-        fh.write(page)
-    figures = [out / it.file for a in groups for it in a.items if isinstance(it, Figure)]
-    figures += [out / it.file for it in compare if isinstance(it, Figure)]
-    skipped = [(a.run.name, it.title, it.why) for a in groups for it in a.items if isinstance(it, Skipped)]
-    skipped += [("comparison", it.title, it.why) for it in compare if isinstance(it, Skipped)]
-    return ReportResult(index, figures, skipped)
