@@ -18,7 +18,7 @@ pytest.importorskip("sklearn", reason="lanet report needs the report extra (scik
 from lanet.cli import main  # noqa: E402
 from lanet.gradcam import choose_layer, grad_cam  # noqa: E402
 from lanet.htmlcheck import check_page, find_browser  # noqa: E402
-from lanet.report import loss_terms, make_report, peak  # noqa: E402
+from lanet.report import curve_numbers, loss_terms, make_report, peak  # noqa: E402
 
 
 class _Page(HTMLParser):
@@ -210,3 +210,15 @@ def test_report_errors_are_one_line(runs, tmp_path, capsys):
     _one_line_error(capsys, ["report", str(runs["clean"]), "--out", str(tmp_path / "file")], "is a file")
     _one_line_error(capsys, ["report", str(runs["clean"]), "--out", out, "--tsne-points", "3"], "--tsne-points")
     assert not (tmp_path / "r").exists()  # nothing written before every check passed
+
+
+def test_curve_numbers_give_the_four_rules():
+    """The compare figure's legend: final, val-selected (earliest best validation epoch), peak, last-5 mean."""
+    test = [0.50, 0.60, 0.58, 0.55, 0.54, 0.53, 0.52]
+    val = [0.40, 0.70, 0.70, 0.65, 0.60, 0.60, 0.60]
+    hist = [{"test_accuracy": t, "val_accuracy": v} for t, v in zip(test, val)]
+    assert curve_numbers(hist) == ("final 52.00%, val-selected 60.00% @2, peak 60.00% @2, last 5 54.40%")
+    hist[2]["val_accuracy"] = 0.71  # a later, better validation epoch is the one kept
+    assert "val-selected 58.00% @3" in curve_numbers(hist)
+    assert curve_numbers(hist[:3]) == "final 58.00%, val-selected 58.00% @3, peak 60.00% @2"  # no last 5 yet
+    assert curve_numbers([]) == "" and curve_numbers([{"val_accuracy": 0.5}]) == ""

@@ -87,6 +87,29 @@ def peak(history: list[dict[str, Any]], key: str = "test_accuracy") -> tuple[flo
     return best, min(e for v, e in vals if v == best)
 
 
+def curve_numbers(history: list[dict[str, Any]]) -> str:
+    """The four reporting rules of a run's test accuracy, for a figure legend: final (last epoch), val-selected
+    (test accuracy at the best validation epoch, the earliest at ties: the epoch the trainer keeps), peak (the
+    best test epoch: a diagnostic) and the mean of the last 5 epochs; those the history cannot give are left out."""
+    test = [h.get("test_accuracy") for h in history]
+    if not test or not isinstance(test[-1], (int, float)):
+        return ""
+    parts = [f"final {100 * test[-1]:.2f}%"]
+    vals = [(h["val_accuracy"], i) for i, h in enumerate(history) if isinstance(h.get("val_accuracy"), (int, float))]
+    if vals:
+        best = max(v for v, _ in vals)
+        sel = min(i for v, i in vals if v == best)
+        if isinstance(test[sel], (int, float)):
+            parts.append(f"val-selected {100 * test[sel]:.2f}% @{sel + 1}")
+    pk = peak(history)
+    if pk:
+        parts.append(f"peak {100 * pk[0]:.2f}% @{pk[1]}")
+    tail = test[-5:]
+    if len(tail) == 5 and all(isinstance(t, (int, float)) for t in tail):
+        parts.append(f"last 5 {100 * sum(tail) / 5:.2f}%")
+    return ", ".join(parts)
+
+
 def _same_labels(a: RunData, b: RunData) -> bool:
     na, nb = a.cfg.noise, b.cfg.noise
     return (json_key(a.cfg.to_dict()["data"]) == json_key(b.cfg.to_dict()["data"]) and na.type == nb.type

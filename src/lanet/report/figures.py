@@ -13,7 +13,7 @@ from ..classes import CLASSES, SHORT
 from ..errors import LanetError
 from ..fileutil import atomic_open
 from ..rundata import TrainingLabels, cross_entropy
-from .analysis import Analysis, Figure, Skipped, loss_terms, peak
+from .analysis import Analysis, Figure, Skipped, curve_numbers, loss_terms, peak
 
 DPI = 80
 _DIAGNOSTICS = {  # LA-Net's per-epoch label-correction diagnostics (lanet.methods.lanet) -> legend text
@@ -442,11 +442,13 @@ def fig_compare_curves(group: list[Analysis], out: Path) -> Figure | Skipped:
         h = a.run.history
         e = np.arange(1, len(h) + 1)
         col = cmap(k % 10)
+        numbers = curve_numbers(h)
         for ax, key, scale in ((axes[0], "test_accuracy", 100), (axes[1], "val_accuracy", 100),
                                (axes[2], "train_ce", 1)):
             if any(key in line for line in h):
+                label = f"{a.run.name}\n{numbers}" if ax is axes[0] and numbers else a.run.name
                 ax.plot(e, [scale * line.get(key, np.nan) for line in h], marker="o", ms=3, color=col,
-                        label=a.run.name)
+                        label=label)
         pk = peak(h)
         if pk:
             axes[0].plot(pk[1], 100 * pk[0], marker="*", ms=11, color=col, ls="none")
@@ -461,6 +463,7 @@ def fig_compare_curves(group: list[Analysis], out: Path) -> Figure | Skipped:
     rel = "compare/curves.png"
     _save(fig, out, rel)
     return Figure(rel, title, "Every run's test and validation accuracy and training cross-entropy per epoch, "
-                  "overlaid; stars mark each run's peak test accuracy (a memorisation diagnostic).")
+                  "overlaid; stars mark each run's peak test accuracy (a memorisation diagnostic). The test-accuracy "
+                  "legend gives each run's final, validation-selected, peak and last-5-epoch mean accuracy.")
 
 
