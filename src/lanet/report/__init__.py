@@ -45,7 +45,7 @@ from .figures import (
 from .page import render_html, summary_rows
 
 __all__ = [
-    "DPI", "Analysis", "Figure", "ReportResult", "Skipped", "analyse", "cam_layer_for", "curve_numbers", "fig_compare_curves",
-    "fig_confusion", "fig_curves", "fig_distributions", "fig_gradcam", "fig_loss_hist", "fig_tsne", "json_key",
-    "loss_terms", "make_report", "peak", "render_html", "summary_rows",
+    "DPI", "Analysis", "Figure", "ReportResult", "Skipped", "analyse", "cam_layer_for", "curve_numbers",
+    "fig_compare_curves", "fig_confusion", "fig_curves", "fig_distributions", "fig_gradcam", "fig_loss_hist",
+    "fig_tsne", "json_key", "loss_terms", "make_report", "peak", "render_html", "summary_rows",
 ]
