@@ -571,3 +571,26 @@ def test_labelfile_table_trains_on_the_file_and_reports_against_the_dataset(tmp_
     assert again.rendered[0].data["rows"][0]["seeds"] == 1
     plan = run_benchmark(["all"], "smoke", runs=tmp_path / "r", seeds=[0], dry_run=True)
     assert all(o.spec.table != "labelfile" for o in plan.outcomes)
+
+
+def test_method_variants_are_rows_of_their_own(tmp_path):
+    """``--methods lanet:consistency=1:sharpen=0.5``: a labelled row, its own run names, typed hyperparameters,
+    the paper's LA-Net row beside it, and a one-line error for a bad spec."""
+    from lanet.bench.tables import parse_method_spec, table_layout
+
+    assert parse_method_spec("lanet:consistency=1:sharpen=0.5:PL=0:neighbours=memory") == (
+        "lanet", (("consistency", 1.0), ("sharpen", 0.5), ("PL", False), ("neighbours", "memory")))
+    assert parse_method_spec("eac") == ("eac", ())
+    rows, _ = table_layout("table1", ["baseline", "lanet", "lanet:consistency=1"], [0.3])
+    assert [r.label for r in rows] == ["baseline", "LA-Net", "LA-Net (consistency=1.0)"]
+    specs = grid("table1", [100], ["lanet", "lanet:consistency=1", "lanet:sharpen=1.0"], [0.3])
+    assert [s.name for s in specs] == ["lanet-symmetric-0.30-s100", "lanet-consistency1.0-symmetric-0.30-s100",
+                                       "lanet-symmetric-0.30-s100"]  # a default value names the paper's run
+    bench = Bench(get_preset("smoke"), tmp_path / "runs")
+    assert bench.config(specs[1]).method.params["consistency"] == 1.0
+    for bad, what in (("lanet:nope=1", "no hyperparameter 'nope'"), ("lanet:K=eight", "K must be int, got 'eight'"),
+                      ("lanet:K", "is not KEY=VALUE"), ("nosuch:K=1", "nosuch")):
+        with pytest.raises(LanetError, match=what):
+            table_layout("table1", [bad], [0.3])
+    with pytest.raises(LanetError, match="set their own hyperparameters"):
+        table_layout("table2", ["lanet:K=4"], [0.3])

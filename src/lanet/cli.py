@@ -357,7 +357,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "seeds to show (default: every seed found in the run directories)")
     p.add_argument("--methods", default="", metavar="M1,M2", help="comma-separated methods: the rows of table1, "
                    "table5, annotator and labelfile (default: baseline,scn,rul,eac,nla,resup,lanet for table1/table5, "
-                   "baseline,lanet for annotator/labelfile); for table2/fig2 keeps rows of these methods")
+                   "baseline,lanet for annotator/labelfile); a variant with its own hyperparameters is a row of its "
+                   "own: lanet:consistency=1:sharpen=0.5; for table2/fig2 keeps rows of these methods")
     p.add_argument("--rates", default="", metavar="R1,R2", help="comma-separated noise rates of the noisy columns "
                    "(default 0.1,0.2,0.3 for table1/table5, 0.3 for table2/fig2; clean and annotator columns stay; "
                    "0 adds the clean column, e.g. --rates 0,0.3 for CE on clean labels beside 30%%)")

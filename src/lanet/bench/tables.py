@@ -144,21 +144,62 @@ def parse_rates(text: str | Sequence[float] | None) -> list[float] | None:
     return rates
 
 
+def _coerce(method: str, key: str, text: str, default: Any) -> Any:
+    """``text`` as the type of the hyperparameter's default (bool: 1/0/true/false)."""
+    try:
+        if isinstance(default, bool):
+            if text.lower() in ("1", "true", "yes", "on"):
+                return True
+            if text.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(text)
+        if isinstance(default, int):
+            return int(text)
+        if isinstance(default, float):
+            return float(text)
+    except ValueError:
+        raise LanetError(f"--methods {method}: {key} must be {type(default).__name__}, got {text!r}") from None
+    return text
+
+
+def parse_method_spec(text: str) -> tuple[str, tuple[tuple[str, Any], ...]]:
+    """``"lanet:consistency=1:sharpen=0.5"`` -> ``("lanet", (("consistency", 1.0), ("sharpen", 0.5)))``: a method
+    and hyperparameters of its ``Params`` (typed like their defaults), so a variant is a row of its own."""
+    from ..methods.registry import get_method_class
+
+    name, *items = [part.strip() for part in text.split(":")]
+    defaults = get_method_class(name).Params()  # unknown method -> LanetError naming the available ones
+    params = []
+    for item in items:
+        key, eq, value = item.partition("=")
+        key = key.strip()
+        if not eq or not key:
+            raise LanetError(f"--methods {text}: {item!r} is not KEY=VALUE (e.g. lanet:consistency=1)")
+        if not hasattr(defaults, key):
+            raise LanetError(f"--methods {text}: method {name!r} has no hyperparameter {key!r}")
+        params.append((key, _coerce(name, key, value.strip(), getattr(defaults, key))))
+    return name, tuple(params)
+
+
 def table_layout(table: str, methods: Sequence[str] | None = None,
                  rates: Sequence[float] | None = None) -> tuple[list[Row], list[Column]]:
     """The rows and columns of ``table`` after the ``--methods`` and ``--rates`` selections."""
     t = get_table(table)
     rows = list(t.rows)
     if methods:
-        from ..methods.registry import get_method_class
-
-        for m in methods:
-            get_method_class(m)  # unknown method -> LanetError naming the available ones
+        parsed = [parse_method_spec(m) for m in methods]
         if t.method_rows:
             by_method = {r.method: r for r in t.rows}
-            rows = [by_method.get(m, Row(m, m)) for m in methods]
+            rows = []
+            for name, params in parsed:
+                base = by_method.get(name, Row(name, name))
+                label = base.label + (" (" + ", ".join(f"{k}={v}" for k, v in params) + ")" if params else "")
+                rows.append(Row(label, name, base.params + params))
         else:
-            rows = [r for r in rows if r.method in methods]
+            if any(params for _, params in parsed):
+                raise LanetError(f"--methods: {table}'s rows set their own hyperparameters; name methods only "
+                                 f"(got {', '.join(methods)})")
+            rows = [r for r in rows if r.method in {name for name, _ in parsed}]
     cols = list(t.columns)
     if rates and t.rate_noise:
         # rate 0 is the clean reference column (e.g. CE on clean labels at the same budget)
