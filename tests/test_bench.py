@@ -594,3 +594,19 @@ def test_method_variants_are_rows_of_their_own(tmp_path):
             table_layout("table1", [bad], [0.3])
     with pytest.raises(LanetError, match="set their own hyperparameters"):
         table_layout("table2", ["lanet:K=4"], [0.3])
+
+
+def test_tuning_seeds_stay_out_of_reported_tables(smoke, tmp_path):
+    """A run at a tuning seed (100 and up) in the same runs folder is shown only when --seeds names it."""
+    import shutil
+
+    src, _, _ = smoke
+    runs = tmp_path / "runs"
+    shutil.copytree(src, runs)
+    kw = dict(runs=runs, rates=[0.3], methods=["baseline"], progress=False)
+    run_benchmark(["table1"], "smoke", results=tmp_path / "tune", seeds=[100], **kw)
+    assert _csv_rows(tmp_path / "tune" / "table1.csv")[0]["seed_list"] == "100"
+    run_benchmark(["table1"], "smoke", results=tmp_path / "rep", render_only=True, **kw)
+    assert _csv_rows(tmp_path / "rep" / "table1.csv")[0]["seed_list"] == "0 1"
+    run_benchmark(["table1"], "smoke", results=tmp_path / "rep", render_only=True, seeds=[0, 1, 100], **kw)
+    assert _csv_rows(tmp_path / "rep" / "table1.csv")[0]["seed_list"] == "0 1 100"
