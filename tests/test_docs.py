@@ -272,6 +272,7 @@ def check_lanet(argv: list[str]) -> str | None:
     if not getattr(args, "command", None):
         return None if "--version" in argv or not argv else "no subcommand"
     from lanet.bench import PRESETS, TABLE_ORDER
+    from lanet.bench.tables import parse_method_spec
     from lanet.cli import _overrides
 
     problems = []
@@ -302,7 +303,13 @@ def check_lanet(argv: list[str]) -> str | None:
         except LanetError as exc:
             problems.append(str(exc))
     named = [getattr(args, "method.name", None)] + (getattr(args, "methods", "") or "").split(",")
-    problems += [f"unknown method {m!r}" for m in named if m and "$" not in m and m not in method_names()]
+    problems += [f"unknown method {m!r}" for m in named if m and "$" not in m and m.split(":")[0] not in method_names()]
+    for m in named:
+        if m and ":" in m and "$" not in m:  # a variant row: its hyperparameters must exist and parse
+            try:
+                parse_method_spec(m)
+            except LanetError as exc:
+                problems.append(str(exc))
     if args.command == "bench":
         problems += [f"unknown table {t!r}" for t in args.tables if t not in (*TABLE_ORDER, "all")]
         if args.preset not in PRESETS:
