@@ -187,6 +187,8 @@ def test_audit_compare_judges_against_the_labels_the_file_changed(label_runs, tm
                           root="", progress=False)
     assert group["changed"] == 56 and group["realised_noise_rate"] == pytest.approx(56 / 168)
     assert group["labels"]["label_file"] == "second_annotation.csv" and group["labels"]["record"] == "label_file"
+    assert not Path(group["labels"]["label_file_path"]).is_absolute()  # a committed result holds no machine path
+    assert group["labels"]["label_file_path"].endswith("second_annotation.csv")
     (row,) = group["methods"]
     assert row["method"] == "lanet_distributions" and row["changed"] == 56
     assert row["auroc"] == pytest.approx(audit_run(runs["file"]).injected_noise_metrics()["auroc"])
