@@ -340,9 +340,10 @@ def compare(run_dirs: list[str], *, folds: int, work: Path, seed: int, threads: 
                 row["flagged_recall"] = tp / max(int(ref.flipped.sum()), 1)
             rows.append(row)
         k = json.loads(key)
+        labels_path = k["data"].get("labels")
         results.append({"labels": {"dataset": k["data"]["name"], "noise": k["noise"], "rate": k["rate"],
                                    "noise_seed": k["seed"], "label_file": ref.label_file or None,
-                                   "label_file_path": portable_path(k["data"]["labels"]) if k["data"].get("labels") else None,
+                                   "label_file_path": portable_path(labels_path) if labels_path else None,
                                    "record": ref.noise_type},
                         "images": int(len(ref.index)), "changed": int(ref.flipped.sum()),
                         "realised_noise_rate": float(ref.flipped.mean()), "votes": votes is not None,

@@ -23,7 +23,7 @@ import statistics
 import sys
 from pathlib import Path
 
-TUNING_SEED = 100  # lanet.bench.render.TUNING_SEED: seeds from here up are tuning seeds
+from lanet.bench.render import TUNING_SEED  # seeds from here up are tuning seeds
 
 
 class SelectionError(ValueError):
