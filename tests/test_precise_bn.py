@@ -67,6 +67,27 @@ def test_the_switch_keeps_training_identical_and_logs_both_accuracies(tmp_path):
     assert not torch.equal(final["bn1.running_var"], base["bn1.running_var"])
 
 
+def test_skipping_the_running_statistics_pass_changes_no_number(tmp_path):
+    from lanet.bench.runs import config_fingerprint
+
+    full = tiny_config("baseline", epochs=2, size=240, width=8)
+    full.train.precise_bn = 100
+    lean = tiny_config("baseline", epochs=2, size=240, width=8)
+    lean.train.precise_bn = 100
+    lean.train.running_bn_test = False
+    train(full, tmp_path / "full", progress=False)
+    train(lean, tmp_path / "lean", progress=False)
+    a = [json.loads(x) for x in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
+    b = [json.loads(x) for x in (tmp_path / "lean" / "metrics.jsonl").read_text().splitlines()]
+    assert len(a) == len(b) == 2
+    for la, lb in zip(a, b):
+        assert "test_accuracy_running_bn" in la and "test_accuracy_running_bn" not in lb
+        for key in ("train_loss", "val_accuracy", "test_accuracy", "test_confusion_matrix", "precise_bn_layers"):
+            assert la[key] == lb[key], key
+    # a diagnostic only: runs with and without it are the same run to the bench harness
+    assert config_fingerprint(full.to_dict()) == config_fingerprint(lean.to_dict())
+
+
 def test_precise_bn_is_validated():
     cfg = tiny_config()
     cfg.train.precise_bn = -1

@@ -133,6 +133,9 @@ class TrainConfig:
     precise_bn: int = _f(0, "before each evaluation, recompute BatchNorm statistics over this many training images "
                          "(seeded shuffle, no augmentation; precise BN) and log the running-statistics accuracy as "
                          "test_accuracy_running_bn; 0 = off (the running averages)")
+    running_bn_test: bool = _f(True, "with train.precise_bn on, also evaluate test with the running averages "
+                               "(test_accuracy_running_bn): one more test pass per epoch, a diagnostic that changes "
+                               "no other number")
 
 
 @dataclass

@@ -49,7 +49,8 @@ def atomic_write_json(obj: Any, path: str | Path) -> None:
 
 
 # configuration keys that do not change a run's numbers: ignored when a run directory is matched to a spec
-_IGNORED_KEYS = {"train.device", "train.threads", "train.log_every", "data.root", "data.cache_dir"}
+_IGNORED_KEYS = {"train.device", "train.threads", "train.log_every", "data.root", "data.cache_dir",
+                 "train.running_bn_test"}
 
 
 def config_fingerprint(cfg: dict[str, Any]) -> str:

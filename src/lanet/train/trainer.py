@@ -517,7 +517,8 @@ def epoch_metrics(run: Run, epoch: int, sums: dict[str, float], seconds: float) 
     if cfg.train.precise_bn:
         # the running averages' number first, for comparison; then a copy with the statistics of the weights as
         # they are, which is evaluated and exported (training keeps its own running averages untouched)
-        line["test_accuracy_running_bn"] = evaluate(exported, fs, test_idx, *ev)["accuracy"]
+        if cfg.train.running_bn_test:
+            line["test_accuracy_running_bn"] = evaluate(exported, fs, test_idx, *ev)["accuracy"]
         exported = run.eval_model = copy.deepcopy(exported)
         line["precise_bn_layers"] = precise_bn(run, exported)
     if len(val_idx):
