@@ -14,8 +14,9 @@ sv = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(sv)
 
 
-def _run(row: str, seed: int, val: list[float], test: list[float], params: dict | None = None) -> dict:
-    return {"name": f"{row}-s{seed}", "row": row, "method": "lanet", "params": params or {}, "noise": "symmetric",
+def _run(row: str, seed: int, val: list[float], test: list[float], params: dict | None = None,
+         method: str = "lanet") -> dict:
+    return {"name": f"{row}-s{seed}", "row": row, "method": method, "params": params or {}, "noise": "symmetric",
             "rate": 0.3, "seed": seed, "val_accuracy_per_epoch": val, "test_accuracy_per_epoch": test,
             "test_accuracy": test[-1]}
 
@@ -53,3 +54,21 @@ def test_refuses_reported_seeds_and_unequal_grids(tmp_path, capsys):
     assert sv.main([str(bad)]) == 1
     err = capsys.readouterr().err
     assert err.startswith("select_variant: ") and "bad.json" in err and len(err.strip().splitlines()) == 1
+
+
+def test_peers_are_references_not_candidates(tmp_path, capsys):
+    runs = [_run("LA-Net", 100, [0.50, 0.60, 0.58], [0.5, 0.5, 0.5]),
+            _run("LA-Net (sharpen=0.5)", 100, [0.52, 0.61, 0.59], [0.5, 0.5, 0.5], {"sharpen": 0.5}),
+            _run("EAC", 100, [0.60, 0.64, 0.63], [0.5, 0.5, 0.5], method="eac")]
+    res = sv.select(sv.validation_view({"runs": runs}))["symmetric 0.30"]
+    assert res["chosen"] == "LA-Net (sharpen=0.5)" and res["leads_references"] is False
+    assert [x["candidate"] for x in res["ranking"]] == [False, True, True]  # EAC ranks first, as a reference
+    assert sv.select(sv.validation_view({"runs": runs}), None)["symmetric 0.30"]["chosen"] == "EAC"
+    with pytest.raises(sv.SelectionError, match="no row of method 'rul'"):
+        sv.select(sv.validation_view({"runs": runs}), "rul")
+    table = tmp_path / "table1.json"
+    table.write_text(json.dumps({"runs": runs}))
+    assert sv.main([str(table)]) == 0
+    out = capsys.readouterr().out
+    assert "chosen LA-Net (sharpen=0.5) (a reference row ranks above it on validation)" in out
+    assert "| EAC | reference |" in out
