@@ -610,3 +610,31 @@ def test_tuning_seeds_stay_out_of_reported_tables(smoke, tmp_path):
     assert _csv_rows(tmp_path / "rep" / "table1.csv")[0]["seed_list"] == "0 1"
     run_benchmark(["table1"], "smoke", results=tmp_path / "rep", render_only=True, seeds=[0, 1, 100], **kw)
     assert _csv_rows(tmp_path / "rep" / "table1.csv")[0]["seed_list"] == "0 1 100"
+
+
+def test_a_render_keeps_every_row_its_results_folder_has_shown(smoke, tmp_path):
+    """Finishing one row (--methods baseline) re-renders the table with every row the results folder's ledger
+    holds, so a subset run or a second lane cannot drop committed rows; records of another configuration and
+    tuning seeds stay out."""
+    import shutil
+
+    from lanet.bench.known import method_spec_text
+    from lanet.bench.tables import parse_method_spec
+
+    runs, results, _ = smoke
+    folder = tmp_path / "results"
+    shutil.copytree(results, folder)
+    run_benchmark(["table1"], "smoke", runs=runs, results=folder, rates=[0.3], methods=["baseline"], render_only=True)
+    rows = _csv_rows(folder / "table1.csv")
+    assert [r["method"] for r in rows] == ["baseline", "lanet"] and [r["seeds"] for r in rows] == ["2", "2"]
+    # the ledger of another results folder is not this one's: a fresh folder renders what it is asked
+    run_benchmark(["table1"], "smoke", runs=runs, results=tmp_path / "fresh", rates=[0.3], methods=["baseline"],
+                  render_only=True)
+    assert [r["method"] for r in _csv_rows(tmp_path / "fresh" / "table1.csv")] == ["baseline"]
+    # another configuration matches no record: no row is added for it
+    run_benchmark(["table1"], "smoke", runs=runs, results=folder, rates=[0.3], methods=["baseline"],
+                  overrides=["train.epochs=2"], render_only=True)
+    assert [r["method"] for r in _csv_rows(folder / "table1.csv")] == ["baseline"]
+    for method, params in (("lanet", {"consistency": 1.0, "neighbours": "memory"}), ("lanet", {"PL": False}),
+                           ("eac", {})):
+        assert parse_method_spec(method_spec_text(method, params)) == (method, tuple(params.items()))

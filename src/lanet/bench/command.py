@@ -11,6 +11,7 @@ from pathlib import Path
 from ..config import Config, set_override
 from ..errors import LanetError
 from ..runconfig import validate_config
+from .known import widen_to_known
 from .presets import get_preset
 from .provenance import provenance
 from .render import Rendered, render_accuracy_table, render_table6, write_rendered
@@ -130,13 +131,16 @@ def run_benchmark(tables: Sequence[str], preset: str = "smoke", *, root: str | N
     if dry_run:
         return BenchReport(outcomes, [], [])
     prov = provenance(p.name, bench.command)
+    bench.ledger = load_ledger(out_dir)  # another grid on this results folder may have added runs meanwhile
     rendered: list[Rendered] = []
     written: list[Path] = []
     for t in names:
         if t == "table6":
             r = render_table6(bench, seeds, prov)
         else:
-            r = render_accuracy_table(bench, t, seeds, methods_l, rates_l, prov)
+            # every known row and rate stays in the table, not only this command's selection (bench.known)
+            shown_methods, shown_rates = widen_to_known(bench, t, methods_l, rates_l, seeds)
+            r = render_accuracy_table(bench, t, seeds, shown_methods, shown_rates, prov)
         rendered.append(r)
         written += write_rendered(r, out_dir)
         if t != "table6":
