@@ -1,5 +1,5 @@
 """LA-Net's variants beyond the paper (switches ``neighbours``, ``score_temperature``, ``sharpen``,
-``consistency``): their equations on hand-computed cases, and their invariants along a training trajectory."""
+``consistency``, ``label_weight``): their equations on hand-computed cases, and their invariants along a training trajectory."""
 
 import math
 
@@ -64,6 +64,7 @@ def _steps(m, noisy, clean, images, lms, steps, check=None, seed=0, opt=None):
     {"score_temperature": 0.1},
     {"sharpen": 0.5},
     {"consistency": 1.0},
+    {"label_weight": 0.0},
     {"neighbours": "memory", "score_temperature": 0.1, "sharpen": 0.5, "consistency": 1.0},
 ])
 def test_variant_invariants_along_a_trajectory(params):
@@ -139,7 +140,8 @@ def test_batch_neighbour_purity_by_hand():
 
 
 @pytest.mark.parametrize("bad", [{"neighbours": "all"}, {"score_temperature": -1.0}, {"sharpen": 0.0},
-                                 {"consistency": -1.0}, {"erase_p": 2.0}])
+                                 {"consistency": -1.0}, {"erase_p": 2.0}, {"label_weight": 1.5},
+                                 {"label_weight": 0.5, "LD": False, "LM": False, "PL": False}])
 def test_bad_variant_values_are_errors(bad):
     with pytest.raises(LanetError, match="method.params"):
         _lanet(bad)
@@ -147,4 +149,24 @@ def test_bad_variant_values_are_errors(bad):
 
 def test_defaults_are_the_papers_form():
     p = LANet.Params()
-    assert (p.neighbours, p.score_temperature, p.sharpen, p.consistency) == ("batch", 0.0, 1.0, 0.0)
+    assert (p.neighbours, p.score_temperature, p.sharpen, p.consistency, p.label_weight) == (
+        "batch", 0.0, 1.0, 0.0, 1.0)
+
+
+@pytest.mark.parametrize("w", [0.0, 0.25])
+def test_label_weight_scales_only_the_given_labels_cross_entropy(w):
+    """loss(paper) - loss(label_weight=w) = (1 - w) CE(given label), the rest (KL, EL, landmarks) unchanged; during
+    warm-up epochs the given label keeps its full weight."""
+    paper, noisy, clean, images, lms = _lanet({})
+    variant, *_ = _lanet({"label_weight": w})
+    idx = torch.arange(16)
+    b = Batch(images=images[idx], labels=noisy[idx], index=idx, landmarks=lms[idx],
+              landmark_found=torch.ones(16, dtype=torch.bool), clean_labels=clean[idx], step=0)
+    la, logs_a = paper(b)
+    lb, logs_b = variant(b)
+    assert logs_a["ce"].item() == pytest.approx(logs_b["ce"].item(), rel=1e-6)
+    assert logs_a["kl"].item() == pytest.approx(logs_b["kl"].item(), rel=1e-6)
+    assert (la - lb).item() == pytest.approx((1 - w) * logs_a["ce"].item(), rel=1e-5)
+    warm, *_ = _lanet({"label_weight": w, "warmup_epochs": 1})
+    cold, *_ = _lanet({"warmup_epochs": 1})
+    assert warm(b)[0].item() == pytest.approx(cold(b)[0].item(), rel=1e-6)  # epoch 0 is warm-up: CE in full

@@ -99,6 +99,8 @@ class LANet(Method):
         sharpen: float = 1.0  # temperature on each space's aggregate before eq. 5 (1 = none, < 1 sharpens)
         consistency: float = 0.0  # weight of EAC's flip/erase CAM consistency on the expression branch (0 = off)
         erase_p: float = 0.5  # with consistency > 0: erasing probability of the mirrored view (EAC's)
+        label_weight: float = 1.0  # weight of eq. 6's CE on the given label once LDE is on (1 = the paper; 0: the
+        # label distribution alone supervises, through eq. 7, so a flipped label stops being fitted as given)
 
     MAX_QUEUE = 1 << 20  # keys per queue (two queues of 1 M x 128 floats: 1 GB)
 
@@ -121,6 +123,10 @@ class LANet(Method):
                              f"got {p.score_temperature}")
         if not (0 < p.sharpen <= 10):
             raise LanetError(f"method.params.sharpen must be in (0, 10] (1 = no sharpening), got {p.sharpen}")
+        if not (0 <= p.label_weight <= 1):
+            raise LanetError(f"method.params.label_weight must be in [0, 1] (1 = the paper), got {p.label_weight}")
+        if p.label_weight < 1 and not p.LD:
+            raise LanetError("method.params.label_weight < 1 needs LD (the label distribution replaces the label)")
         if not (0 <= p.consistency < 1e4) or not 0 <= p.erase_p <= 1:
             raise LanetError(f"method.params.consistency must be >= 0 and erase_p in [0, 1], got {p.consistency}, "
                              f"{p.erase_p}")
@@ -254,8 +260,9 @@ class LANet(Method):
         p = self.params
         out = self._encode(self.encoder, batch.images)
         logits = out["logits"].float()
-        loss = F.cross_entropy(logits, batch.labels)  # eq. 6
-        logs: dict[str, torch.Tensor] = {"ce": loss.detach()}
+        ce = F.cross_entropy(logits, batch.labels)  # eq. 6
+        loss = ce
+        logs: dict[str, torch.Tensor] = {"ce": ce.detach()}
         if self.use_landmarks and p.lm_weight > 0:
             l_lm = self._landmark_loss(out, batch)
             loss = loss + p.lm_weight * l_lm
@@ -269,6 +276,8 @@ class LANet(Method):
 
         target = None
         if p.LD:
+            if p.label_weight != 1:  # variant: eq. 6 down-weighted once the label distributions exist
+                loss = loss - (1 - p.label_weight) * ce
             target = self._label_distribution(out, logits, batch)
             l_kl = F.kl_div(F.log_softmax(logits, 1), target, reduction="batchmean")  # eq. 7
             loss = loss + p.alpha * l_kl
