@@ -38,7 +38,8 @@ def chance_purity(clean: np.ndarray, given: np.ndarray, num_classes: int) -> dic
         m = given == g
         p_bal += np.bincount(clean[m], minlength=num_classes) / m.sum() / len(present)
         clean_bal += float((clean[m] == g).mean()) / len(present)
-    return {"instance_chance_purity": float((p_inst ** 2).sum()), "instance_given_is_clean": float((clean == given).mean()),
+    return {"instance_chance_purity": float((p_inst ** 2).sum()),
+            "instance_given_is_clean": float((clean == given).mean()),
             "balanced_chance_purity": float((p_bal ** 2).sum()), "balanced_given_is_clean": clean_bal}
 
 
