@@ -10,9 +10,10 @@ The input is the JSON a tuning grid rendered, e.g.::
 
 Per row (a method with its hyperparameters) and noise column, over the tuning seeds it has: the validation accuracy
 after the last epoch, the best validation accuracy over the epochs, and the criterion, their mean (the target asks
-for final and validation-selected accuracy alike). The row with the highest criterion in each column is chosen among the candidates: the rows of ``--method``
-(default ``lanet``: the paper's LA-Net and its variants). Rows of other methods at the same tuning seeds (CE, EAC)
-are ranked beside them as references, so the table shows on validation alone whether the choice leads its peers.
+for final and validation-selected accuracy alike). The row with the highest criterion in each column is chosen
+among the candidates: the rows of ``--method`` (default ``lanet``: the paper's LA-Net and its variants). Rows of
+other methods at the same tuning seeds (CE, EAC) are ranked beside them as references, so the table shows on
+validation alone whether the choice leads its peers.
 Test accuracy is never read: the script keeps only ``val_accuracy_per_epoch`` of each run, so a choice made with it
 cannot have peeked at the test split. Seeds below 100 are refused (they are the reported seeds).
 """

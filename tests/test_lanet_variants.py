@@ -1,5 +1,6 @@
 """LA-Net's variants beyond the paper (switches ``neighbours``, ``score_temperature``, ``sharpen``,
-``consistency``, ``label_weight``): their equations on hand-computed cases, and their invariants along a training trajectory."""
+``consistency``, ``label_weight``): their equations on hand-computed cases, and their invariants along a training
+trajectory."""
 
 import math
 

@@ -49,8 +49,8 @@ PRESETS: dict[str, Preset] = {
         "stages unstrided (dlib_resnet_small_os16: a 3 x 3 last map, so EAC's attention maps have area), "
         "progressively balanced sampling, batch 128, Adam 1e-3 decayed linearly to 0, 80 epochs; K, omega, tau, "
         "delta, alpha, beta as published; BatchNorm statistics re-estimated on the 2,000 training images before "
-        "each evaluation (train.precise_bn: the running averages swing test accuracy by about 5 points an epoch; the extra test "
-        "pass that shows it is skipped, train.running_bn_test=false)",
+        "each evaluation (train.precise_bn: the running averages swing test accuracy by about 5 points an epoch; "
+        "the extra test pass that shows it is skipped, train.running_bn_test=false)",
         {"data": {"name": "ferplus", "root": "../shared/data/ferplus", "image_size": 48, "train_limit": 2000},
          "augment": {"balanced": True},
          "model": {"arch": "dlib_resnet_small_os16", "pretrained": "dlib"},
