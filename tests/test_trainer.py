@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from helpers import interrupt_second_epoch, tiny_config
 
@@ -54,6 +55,8 @@ def test_run_directory_and_summary(tmp_path):
     assert s["val_selected"]["confusion_matrix"] == hist[best]["test_confusion_matrix"]
     assert s["confusion_matrix"] == hist[-1]["test_confusion_matrix"]
     assert sum(map(sum, s["confusion_matrix"])) == s["num_test"]
+    cm = np.asarray(hist[-1]["test_confusion_matrix"])
+    assert hist[-1]["test_top_prediction_share"] == pytest.approx(cm.sum(0).max() / cm.sum())
     # re-evaluation of the saved model reproduces the final test accuracy
     ev = evaluate_run(run, device="cpu")
     assert ev["final"]["test"]["accuracy"] == pytest.approx(s["test_accuracy"])
@@ -174,3 +177,11 @@ def test_torchrun_lanet_keeps_state_in_sync(tmp_path):
     assert int(state["queue_ptr"]) == steps * 32 % 64
     seen = (state["memory"].max(1).values < 1.0).sum().item()
     assert seen > 0.5 * 168  # rows of both processes' samples were updated in the shared memory
+
+
+def test_top_prediction_share_flags_a_collapse():
+    from lanet.train.metrics import top_prediction_share
+
+    assert top_prediction_share([[5, 0], [0, 5]]) == 0.5
+    assert top_prediction_share([[0, 9], [0, 1]]) == 1.0  # every image predicted as class 1
+    assert top_prediction_share([[0, 0], [0, 0]]) == 0.0

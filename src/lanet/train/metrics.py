@@ -26,3 +26,11 @@ def metrics_from_confusion(cm: np.ndarray, class_names: tuple[str, ...] | list[s
         "confusion_matrix": cm.tolist(),
         "num_images": int(total),
     }
+
+
+def top_prediction_share(cm: np.ndarray | list) -> float:
+    """The share of images predicted as the most-predicted class (columns of the confusion matrix): near 1, the
+    network has collapsed onto one class, whatever its accuracy says."""
+    cm = np.asarray(cm, dtype=np.int64)
+    total = cm.sum()
+    return float(cm.sum(0).max() / total) if total else 0.0

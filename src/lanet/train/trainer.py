@@ -59,7 +59,7 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .distributed import DistInfo, all_reduce_sum, barrier, init_distributed
-from .metrics import confusion_matrix, metrics_from_confusion
+from .metrics import confusion_matrix, metrics_from_confusion, top_prediction_share
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -102,6 +102,10 @@ def make_augment(cfg: Config, faceset: FaceSet) -> BatchAugment:
 
         flip_perm = flip_permutation(faceset.landmarks)
     return BatchAugment(cfg.augment, cfg.data.image_size, faceset.channels, flip_perm=flip_perm)
+
+
+#: an epoch whose most-predicted class takes at least this share of the test predictions is flagged as collapsed
+COLLAPSE_SHARE = 0.9
 
 
 # ---------------------------------------------------------------------------------------------- eval
@@ -530,6 +534,7 @@ def epoch_metrics(run: Run, epoch: int, sums: dict[str, float], seconds: float) 
     line["test_mean_class_accuracy"] = test["mean_class_accuracy"]
     line["test_per_class_accuracy"] = test["per_class_accuracy"]
     line["test_confusion_matrix"] = test["confusion_matrix"]
+    line["test_top_prediction_share"] = top_prediction_share(test["confusion_matrix"])
     return line
 
 
@@ -574,6 +579,9 @@ def save_epoch(run: Run, epoch: int, line: dict[str, Any]) -> None:
     if "val_accuracy" in line:
         msg += f"  val {100 * line['val_accuracy']:.2f}%"
     msg += f"  test {100 * line['test_accuracy']:.2f}%  {line['train_images_per_second']:.0f} img/s"
+    share = line.get("test_top_prediction_share", 0.0)
+    if share >= COLLAPSE_SHARE:
+        msg += f"  WARNING: one class takes {100 * share:.0f}% of the test predictions (collapsed onto a class)"
     _log(msg, run.info)
 
 
