@@ -131,6 +131,31 @@ def test_consistency_term_is_eacs_loss_on_the_mirrored_view():
     assert got.item() == pytest.approx(want.item(), rel=1e-5)
 
 
+def test_consistency_ramp_scales_the_term_by_the_step():
+    """With ``consistency_ramp`` the consistency weight is w x ramp_factor(step): at one step, fresh identical
+    models with the term off, ramped and at full weight differ by exactly those fractions of the term."""
+    from lanet.methods.eac import ramp_factor
+
+    def loss_at(step, **params):
+        m, noisy, clean, images, lms = _lanet({"erase_p": 0.0, "EL": False, "PL": False, **params})
+        m.eval()
+        b = Batch(images=images[:12], labels=noisy[:12], index=torch.arange(12), clean_labels=clean[:12],
+                  step=step, total_steps=100, landmarks=lms[:12], landmark_found=torch.ones(12, dtype=torch.bool))
+        with torch.no_grad():
+            loss, logs = m(b)
+        return loss.item(), logs
+
+    for step in (3, 60):
+        off, _ = loss_at(step)
+        full, logs = loss_at(step, consistency=200.0)
+        ramped, _ = loss_at(step, consistency=200.0, consistency_ramp=0.5)
+        term = logs["flip_consistency"].item()
+        assert term > 0
+        assert full - off == pytest.approx(200.0 * term, rel=1e-3)
+        assert ramped - off == pytest.approx(200.0 * ramp_factor(0.5, step, 100) * term, rel=1e-3)
+    assert ramp_factor(0.5, 3, 100) == pytest.approx(0.08) and ramp_factor(0.5, 60, 100) == 1.0
+
+
 def test_batch_neighbour_purity_by_hand():
     m, *_ = _lanet({})
     b = Batch(images=torch.zeros(3, 1, 32, 32), labels=torch.tensor([0, 1, 1]), index=torch.arange(3),
@@ -141,7 +166,7 @@ def test_batch_neighbour_purity_by_hand():
 
 
 @pytest.mark.parametrize("bad", [{"neighbours": "all"}, {"score_temperature": -1.0}, {"sharpen": 0.0},
-                                 {"consistency": -1.0}, {"erase_p": 2.0}, {"label_weight": 1.5},
+                                 {"consistency": -1.0}, {"erase_p": 2.0}, {"consistency_ramp": -0.1}, {"label_weight": 1.5},
                                  {"label_weight": 0.5, "LD": False, "LM": False, "PL": False}])
 def test_bad_variant_values_are_errors(bad):
     with pytest.raises(LanetError, match="method.params"):

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from lanet.config import Config
+from lanet.errors import LanetError
 from lanet.methods.base import Batch, MethodSpec
 from lanet.methods.eac import EAC, class_activation_maps, erase_boxes, flip_consistency, random_erase
 from lanet.methods.registry import available
@@ -260,6 +261,32 @@ def test_eac_views_and_loss():
     assert logs["ce"].item() == pytest.approx(ce.item(), rel=1e-5)
     assert loss.item() == pytest.approx((ce + 5.0 * cons).item(), rel=1e-5)
     assert eac.export() is eac.model
+
+
+def test_eac_ramp_factor_by_hand():
+    from lanet.methods.eac import ramp_factor
+    assert ramp_factor(0.0, 0, 100) == 1.0  # off: the paper's full weight from the first step
+    assert ramp_factor(0.1, 0, 100) == pytest.approx(0.1)  # 10 ramp steps: 1/10 at the first
+    assert ramp_factor(0.1, 4, 100) == pytest.approx(0.5)
+    assert ramp_factor(0.1, 9, 100) == 1.0 and ramp_factor(0.1, 99, 100) == 1.0
+    vals = [ramp_factor(0.25, s, 40) for s in range(40)]
+    assert all(0 < a <= b <= 1 for a, b in zip(vals, vals[1:]))  # rises monotonically, never past 1
+
+
+def test_eac_ramp_scales_only_the_consistency_term():
+    torch.manual_seed(0)
+    x, y = torch.randn(4, 1, 32, 32), torch.tensor([0, 1, 2, 0])
+    full, ramped = EAC(tiny_spec(), {"erase_p": 0.0}), EAC(tiny_spec(), {"erase_p": 0.0, "ramp": 0.5})
+    ramped.load_state_dict(full.state_dict())
+    full.eval(), ramped.eval()
+    b = Batch(images=x, labels=y, index=torch.arange(4), step=9, total_steps=100)  # 10/50 of the ramp
+    lf, logf = full(b)
+    lr, logr = ramped(b)
+    assert logr["ce"].item() == pytest.approx(logf["ce"].item())
+    assert logr["flip_consistency"].item() == pytest.approx(logf["flip_consistency"].item())
+    assert lr.item() == pytest.approx(logf["ce"].item() + 5.0 * 0.2 * logf["flip_consistency"].item(), rel=1e-5)
+    with pytest.raises(LanetError, match="invalid EAC"):
+        EAC(tiny_spec(), {"ramp": 1.5})
 
 
 # ---------------------------------------------------------------------------------------------- training

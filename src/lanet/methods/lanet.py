@@ -48,7 +48,7 @@ from ..models.factory import create_model
 from ..models.resnet import ResNet
 from ..train.distributed import all_gather_cat, all_gather_with_grad, is_distributed
 from .base import Batch, Method, MethodSpec
-from .eac import class_activation_maps, flip_consistency, random_erase
+from .eac import class_activation_maps, flip_consistency, ramp_factor, random_erase
 from .lanet_el import el_term, positive_mask, projection_head, pseudo_labels
 from .lanet_landmarks import LandmarkPyramid, adaptive_wing_loss, gaussian_heatmaps, heatmap_peak_region
 from .lanet_lde import (
@@ -99,6 +99,7 @@ class LANet(Method):
         sharpen: float = 1.0  # temperature on each space's aggregate before eq. 5 (1 = none, < 1 sharpens)
         consistency: float = 0.0  # weight of EAC's flip/erase CAM consistency on the expression branch (0 = off)
         erase_p: float = 0.5  # with consistency > 0: erasing probability of the mirrored view (EAC's)
+        consistency_ramp: float = 0.0  # share of the run over which the consistency weight rises from 0 (EAC's ramp)
         label_weight: float = 1.0  # weight of eq. 6's CE on the given label once LDE is on (1 = the paper; 0: the
         # label distribution alone supervises, through eq. 7, so a flipped label stops being fitted as given)
 
@@ -127,9 +128,9 @@ class LANet(Method):
             raise LanetError(f"method.params.label_weight must be in [0, 1] (1 = the paper), got {p.label_weight}")
         if p.label_weight < 1 and not p.LD:
             raise LanetError("method.params.label_weight < 1 needs LD (the label distribution replaces the label)")
-        if not (0 <= p.consistency < 1e4) or not 0 <= p.erase_p <= 1:
-            raise LanetError(f"method.params.consistency must be >= 0 and erase_p in [0, 1], got {p.consistency}, "
-                             f"{p.erase_p}")
+        if not (0 <= p.consistency < 1e4) or not 0 <= p.erase_p <= 1 or not 0 <= p.consistency_ramp <= 1:
+            raise LanetError(f"method.params.consistency must be >= 0, erase_p and consistency_ramp in [0, 1], got "
+                             f"{p.consistency}, {p.erase_p}, {p.consistency_ramp}")
         if p.queue_size > cls.MAX_QUEUE:
             raise LanetError(f"method.params.queue_size must be at most {cls.MAX_QUEUE}, got {p.queue_size}")
 
@@ -269,7 +270,7 @@ class LANet(Method):
             logs["lm"] = l_lm.detach()
         if p.consistency > 0:
             l_cons = self._consistency(out["fmap_u"], batch)
-            loss = loss + p.consistency * l_cons
+            loss = loss + p.consistency * ramp_factor(p.consistency_ramp, batch.step, batch.total_steps) * l_cons
             logs["flip_consistency"] = l_cons.detach()
         if not self.lde_active(batch.epoch):
             return loss, logs  # warm-up: cross-entropy (and the landmark loss) only
