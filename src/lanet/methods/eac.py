@@ -28,8 +28,9 @@ Details decided here:
   not touch the CAMs.
 * ``ramp`` (a switch beyond the paper, off by default): the weight rises linearly from 0 to ``lam`` over that
   share of the run. Measured reason (docs/methods.md#eac): at Adam 1e-3 (the ``faithful`` preset) the full
-  weight from the first step drives the last feature map to a constant within one epoch, so every image gets the
-  majority class for the next 18-27 epochs.
+  weight from the first step sends 96-100% of test predictions to one class within one epoch, for 18-27 epochs
+  (seeds 0 and 100): the consistency term falls from 3.0 to 0.002 while cross-entropy stays at 1.91, the entropy
+  of the class prior, i.e. the logits stop depending on the image.
 * The release's recipe (ResNet-50 pretrained on faces, Adam 1e-4, exponential decay) is not reproduced: the
   trainer is shared by every method.
 """
