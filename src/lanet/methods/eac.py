@@ -27,10 +27,9 @@ Details decided here:
 * The CAM has no bias term (the release's ``sum_k w_ck F_k``); the ResNet's dropout sits after pooling and does
   not touch the CAMs.
 * ``ramp`` (a switch beyond the paper, off by default): the weight rises linearly from 0 to ``lam`` over that
-  share of the run. Measured reason (docs/methods.md#eac): at Adam 1e-3 (the ``faithful`` preset) the full
-  weight from the first step sends 96-100% of test predictions to one class within one epoch, for 18-27 epochs
-  (seeds 0 and 100): the consistency term falls from 3.0 to 0.002 while cross-entropy stays at 1.91, the entropy
-  of the class prior, i.e. the logits stop depending on the image.
+  share of the run. Measured (docs/methods.md#variants-beyond-the-paper): at Adam 1e-3 (the ``faithful`` preset)
+  EAC predicts one class for 18-27 epochs, its consistency term near 0 and cross-entropy at the class prior's
+  entropy; ``ramp=0.05`` does not prevent that, a learning-rate warm-up (``train.warmup_steps``) does.
 * The release's recipe (ResNet-50 pretrained on faces, Adam 1e-4, exponential decay) is not reproduced: the
   trainer is shared by every method.
 """
