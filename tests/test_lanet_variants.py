@@ -83,7 +83,8 @@ def test_variant_invariants_along_a_trajectory(params):
     d = m.epoch_diagnostics()
     assert d["target_row_sum_min"] >= 1 - 1e-5
     assert 1 / c - 1e-6 <= d["target_max"] <= 1 + 1e-6
-    for key in ("neighbour_purity_u", "neighbour_purity_v", "confident", "target_agrees_clean_label"):
+    for key in ("neighbour_purity_u", "neighbour_purity_v", "confident", "target_agrees_clean_label",
+                "vote_agrees_clean_label", "prediction_agrees_clean_label"):
         assert 0 <= d[key] <= 1, key
     assert 0 <= d["weight_u_entropy"] <= math.log(m.params.K) + 1e-5
     assert d["positive_pairs_per_anchor"] >= 0
@@ -154,6 +155,20 @@ def test_consistency_ramp_scales_the_term_by_the_step():
         assert full - off == pytest.approx(200.0 * term, rel=1e-3)
         assert ramped - off == pytest.approx(200.0 * ramp_factor(0.5, step, 100) * term, rel=1e-3)
     assert ramp_factor(0.5, 3, 100) == pytest.approx(0.08) and ramp_factor(0.5, 60, 100) == 1.0
+
+
+def test_vote_and_prediction_diagnostics_by_hand():
+    m, *_ = _lanet({})
+    b = Batch(images=torch.zeros(4, 1, 32, 32), labels=torch.tensor([0, 1, 1, 2]), index=torch.arange(4),
+              clean_labels=torch.tensor([0, 0, 1, 3]))
+    target = torch.eye(4)[[0, 1, 1, 2]]
+    vote = torch.eye(4)[[0, 0, 2, 3]]  # right for images 0, 1 and 3: 3/4
+    logits = torch.eye(4)[[1, 0, 1, 2]] * 5  # right for images 1 and 2: 2/4
+    m._target_diagnostics(target, {}, b, vote, logits)
+    d = m.epoch_diagnostics()
+    assert d["vote_agrees_clean_label"] == pytest.approx(0.75)
+    assert d["prediction_agrees_clean_label"] == pytest.approx(0.5)
+    assert d["target_agrees_clean_label"] == pytest.approx(0.5) and d["train_label_is_clean"] == pytest.approx(0.5)
 
 
 def test_batch_neighbour_purity_by_hand():

@@ -46,7 +46,10 @@ _MECHANISM_NOTE = ("Mechanism diagnostics (LA-Net's, final epoch, over the train
                    "test accuracy fell (a final far below it means the method memorised noisy labels). target = "
                    "clean: share of training images whose EMA target's argmax is the clean label, beside given = "
                    "clean, the share of given labels that are clean (LDE cleans labels only where the first beats "
-                   "the second); flipped → clean: share of flipped labels whose target's argmax is the clean label; "
+                   "the second); vote = clean: share whose neighbour vote (eq. 4's aggregate of the neighbours' predictions, "
+                   "the value the EMA target follows) has the clean label as argmax; prediction = clean: the same "
+                   "for the network's own prediction on the training view (the vote's ceiling, roughly); "
+                   "flipped → clean: share of flipped labels whose target's argmax is the clean label; "
                    "clean moved: share of correct labels whose target's argmax left them; purity: share of an "
                    "anchor's K neighbours whose clean label equals the anchor's, in expression and landmark space; "
                    "confident PL: share of pseudo-labels of eq. 8 at or above delta; EL positives / anchor: EL "
@@ -145,6 +148,8 @@ def _run_record(spec: RunSpec, run_dir: Path, runs_root: Path) -> dict[str, Any]
 MECHANISM: tuple[tuple[str, str, str], ...] = (
     ("target_agrees_clean_label", "target_accuracy", "target = clean"),
     ("train_label_is_clean", "given_label_accuracy", "given = clean"),
+    ("vote_agrees_clean_label", "vote_accuracy", "vote = clean"),
+    ("prediction_agrees_clean_label", "prediction_accuracy", "prediction = clean"),
     ("target_corrects_flipped", "target_corrects_flipped", "flipped → clean"),
     ("target_moves_clean", "target_moves_clean", "clean moved"),
     ("neighbour_purity_u", "neighbour_purity_expression", "purity: expression"),

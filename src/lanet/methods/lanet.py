@@ -341,7 +341,7 @@ class LANet(Method):
         target = ema_target(self.memory[batch.index], current, p.omega)  # eq. 5
         self._check_distribution(target, batch)
         self._update_memory(batch.index, target.detach())
-        self._target_diagnostics(target.detach(), scores, batch)
+        self._target_diagnostics(target.detach(), scores, batch, current.detach(), logits.detach())
         self._neighbour_diagnostics({"u": nb_u, **({"v": nb_v} if p.LM else {})}, batch)
         return target
 
@@ -375,7 +375,7 @@ class LANet(Method):
         target = ema_target(self.memory[batch.index], current, p.omega)  # eq. 5
         self._check_distribution(target, batch)
         self._update_memory(batch.index, target.detach())
-        self._target_diagnostics(target.detach(), scores, batch)
+        self._target_diagnostics(target.detach(), scores, batch, current.detach(), logits.detach())
         self._memory_neighbour_diagnostics(nbs, batch)
         return target
 
@@ -454,8 +454,12 @@ class LANet(Method):
         self._diag[key + "@min"] = min(self._diag.get(key + "@min", math.inf), float(value))
 
     @torch.no_grad()
-    def _target_diagnostics(self, target: torch.Tensor, scores: dict[str, torch.Tensor], batch: Batch) -> None:
-        """Per-epoch numbers that show whether LDE works: mass, sharpness, scores, and label correction."""
+    def _target_diagnostics(self, target: torch.Tensor, scores: dict[str, torch.Tensor], batch: Batch,
+                            vote: torch.Tensor | None = None, logits: torch.Tensor | None = None) -> None:
+        """Per-epoch numbers that show whether LDE works: mass, sharpness, scores, and label correction. With the
+        clean labels, also its ceiling: ``vote`` (this step's neighbour aggregate, eq. 4, before the EMA) and the
+        network's own ``logits`` on the training view, each against the clean label. The EMA target follows the
+        vote, so it can only clean labels where the vote is right more often than the given label."""
         n = len(target)
         row = target.sum(1)
         self._accumulate("target_row_sum_mean", row.sum(), n)
@@ -475,6 +479,10 @@ class LANet(Method):
             clean = batch.clean_labels
             flipped = batch.labels != clean
             self._accumulate("target_agrees_clean_label", (arg == clean).sum(), n)
+            if vote is not None:
+                self._accumulate("vote_agrees_clean_label", (vote.argmax(1) == clean).sum(), n)
+            if logits is not None:
+                self._accumulate("prediction_agrees_clean_label", (logits.argmax(1) == clean).sum(), n)
             self._accumulate("train_label_is_clean", (~flipped).sum(), n)
             # label correction: flipped labels whose target now points at the clean class
             self._accumulate("target_corrects_flipped", (flipped & (arg == clean)).sum(), flipped.sum())
