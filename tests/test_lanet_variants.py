@@ -181,7 +181,8 @@ def test_batch_neighbour_purity_by_hand():
 
 
 @pytest.mark.parametrize("bad", [{"neighbours": "all"}, {"score_temperature": -1.0}, {"sharpen": 0.0},
-                                 {"consistency": -1.0}, {"erase_p": 2.0}, {"consistency_ramp": -0.1}, {"label_weight": 1.5},
+                                 {"consistency": -1.0}, {"erase_p": 2.0}, {"consistency_ramp": -0.1},
+                                 {"label_weight": 1.5},
                                  {"label_weight": 0.5, "LD": False, "LM": False, "PL": False}])
 def test_bad_variant_values_are_errors(bad):
     with pytest.raises(LanetError, match="method.params"):

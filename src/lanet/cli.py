@@ -1,4 +1,5 @@
-"""The ``lanet`` command line: prepare, train, evaluate, demo, bench, predict, export, report, audit, methods, config.
+"""The ``lanet`` command line: prepare, train, evaluate, demo, bench, summary, predict, export, report, audit, methods,
+config.
 
 Every option maps onto one configuration key (``lanet config`` prints them all); ``-o key=value`` sets any
 key, including method hyperparameters (``-o method.params.K=12``). Errors a user can cause print one line
@@ -205,6 +206,21 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_summary(args: argparse.Namespace) -> int:
+    from .bench.summary import summarise, to_markdown, write_summary
+
+    def split(text: str) -> list[str] | None:
+        return [x.strip() for x in text.split(",") if x.strip()] or None
+
+    summary = summarise([Path(t) for t in args.tables], blocks=split(args.labels_order),
+                        methods=split(args.methods))
+    print(to_markdown(summary, args.title), end="")
+    if args.out:
+        written = write_summary(summary, Path(args.out), args.title)
+        print(f"written {', '.join(p.as_posix() for p in written)}")
+    return 0
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from .predict.command import run_predict
 
@@ -372,6 +388,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="print each run and its status; train and write nothing")
     p.add_argument("--quiet", action="store_true", help="no per-epoch progress bars")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("summary", help="one results table from several rendered bench tables, best in bold",
+                       description="Put the rows of rendered bench tables (table1.json, table5.json, annotator.json, "
+                       "...) side by side: one block per kind of training labels, the four reporting rules as "
+                       "columns, the best mean of each column bold within its block (among rows on the same seeds).")
+    p.add_argument("tables", nargs="+", metavar="TABLE.json", help="table JSON files written by lanet bench")
+    p.add_argument("--labels-order", default="", metavar="L1,L2", help="the blocks to keep, in this order, by "
+                   "their training labels as the tables name them (e.g. 'clean,symmetric 30%%,asymmetric 30%%')")
+    p.add_argument("--methods", default="", metavar="R1,R2", help="rows to keep: row labels (e.g. EAC) or method "
+                   "names (lanet keeps every LA-Net row)")
+    p.add_argument("--title", default="Results side by side", help="the Markdown title")
+    p.add_argument("--out", default=None, metavar="PATH", help="also write PATH.md, PATH.csv and PATH.json")
+    p.set_defaults(func=cmd_summary)
 
     p = sub.add_parser("predict", help="predict expressions on photos, folders and videos",
                        description="Detect faces, crop them as the training data was cropped and classify them. "
