@@ -99,3 +99,25 @@ def test_cli_writes_three_files(tables, tmp_path, capsys):
 def test_cli_error_exit_status(tmp_path, capsys):
     assert main(["summary", str(tmp_path / "nope.json")]) == 2
     assert "nope.json: no such table" in capsys.readouterr().err
+
+
+def test_last5_and_seconds_from_the_runs_of_an_older_table(tmp_path):
+    """A table rendered before its last-5 column: the means come from the per-epoch curves kept for its runs."""
+    row = _row("EAC", "symmetric 30%", [0, 1], 0.5, 0.6, 0.7, None)
+    row.update(noise="symmetric", rate=0.3, train_seconds_mean=None)
+    runs = [{"row": "EAC", "noise": "symmetric", "rate": 0.3, "seed": 0, "train_seconds": 10.0,
+             "test_accuracy_per_epoch": [0.1, 0.5, 0.5, 0.5, 0.5, 0.5]},  # last 5: 0.5
+            {"row": "EAC", "noise": "symmetric", "rate": 0.3, "seed": 1, "train_seconds": 30.0,
+             "test_accuracy_per_epoch": [0.9, 0.6, 0.6, 0.6, 0.7, 0.5]},  # last 5: 0.6
+            {"row": "EAC", "noise": "asymmetric", "rate": 0.3, "seed": 0, "train_seconds": 99.0,
+             "test_accuracy_per_epoch": [0.0] * 6}]  # another column: not mixed in
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps({"title": "old", "rows": [row], "runs": runs}))
+    (r,) = summarise([path]).rows
+    assert r.values["last5_test_accuracy_mean"] == pytest.approx(0.55)
+    assert r.values["last5_test_accuracy_std"] == pytest.approx(0.0707107, abs=1e-6)  # sample std of 0.5, 0.6
+    assert r.train_seconds == pytest.approx(20.0)
+    runs.pop(1)  # a seed without its run: no last-5 rather than a mean over fewer seeds
+    path.write_text(json.dumps({"title": "old", "rows": [row], "runs": runs}))
+    (r,) = summarise([path]).rows
+    assert r.values["last5_test_accuracy_mean"] is None and r.train_seconds is None

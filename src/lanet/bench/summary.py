@@ -8,7 +8,9 @@ columns, and the best mean of each column in bold.
 Only means over the same seeds are compared: in each block the bold goes to the best row among those with the
 block's most common seed list (a one-seed row beside three-seed means is shown, marked by its seeds, and never
 bolded). The best-epoch column is the LA-Net release's rule, chosen on test: a diagnostic, labelled so.
-Nothing is recomputed: every number is read from the rendered JSON, whose provenance is listed under the table.
+Every number is read from the rendered JSON, whose provenance is listed under the table; the one exception is a table
+rendered before it had the last-5 column (or the training seconds), whose last-5 means (and mean seconds) are
+computed from the per-epoch test accuracy (and seconds) of its runs kept in the same file.
 """
 
 from __future__ import annotations
@@ -72,6 +74,35 @@ def _number(value: Any, path: Path, row: str, key: str) -> float | None:
     return float(value)
 
 
+def _row_runs(table: dict[str, Any], row: dict[str, Any], seeds: list[int]) -> list[dict[str, Any]] | None:
+    """The table's runs of ``row``, one per seed in ``seeds`` order, or None unless every seed has one."""
+    by_seed = {run.get("seed"): run for run in table.get("runs") or []
+               if (run.get("row"), run.get("noise"), run.get("rate")) == (row.get("row"), row.get("noise"),
+                                                                          row.get("rate"))}
+    return [by_seed[s] for s in seeds] if seeds and all(s in by_seed for s in seeds) else None
+
+
+def _last5_from_runs(table: dict[str, Any], row: dict[str, Any], seeds: list[int]) -> tuple[float | None, ...]:
+    """Mean and sample std over ``seeds`` of each run's mean test accuracy over its last 5 epochs, from the per-epoch
+    test accuracy the table keeps for its runs; (None, None) unless every seed's run has 5 epochs or more."""
+    from .render import mean_std
+
+    runs = _row_runs(table, row, seeds)
+    curves = [[a for a in run.get("test_accuracy_per_epoch") or [] if isinstance(a, (int, float))]
+              for run in runs or []]
+    if not curves or any(len(c) < 5 for c in curves):
+        return None, None
+    return mean_std([sum(c[-5:]) / 5 for c in curves])
+
+
+def _seconds_from_runs(table: dict[str, Any], row: dict[str, Any], seeds: list[int]) -> float | None:
+    runs = _row_runs(table, row, seeds)
+    secs = [run.get("train_seconds") for run in runs or []]
+    if not secs or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in secs):
+        return None
+    return sum(secs) / len(secs)
+
+
 def summarise(paths: list[Path], blocks: list[str] | None = None, methods: list[str] | None = None) -> Summary:
     """Read the tables at ``paths``; keep the rows that have runs, of the ``blocks`` (training labels) and ``methods``
     (row labels, or method names such as ``lanet`` for all its variants) given, in that order when given."""
@@ -95,9 +126,13 @@ def summarise(paths: list[Path], blocks: list[str] | None = None, methods: list[
             if methods and label not in methods and str(r.get("method")) not in methods:
                 continue
             values = {f: _number(r.get(f), path, label, f) for rule in RULES for f in rule[:2]}
-            rows.append(SummaryRow(block, label, [int(s) for s in seeds], values,
-                                   _number(r.get("train_seconds_mean"), path, label, "train_seconds_mean"),
-                                   path.as_posix()))
+            if values["last5_test_accuracy_mean"] is None:  # a table rendered before the column existed
+                values["last5_test_accuracy_mean"], values["last5_test_accuracy_std"] = _last5_from_runs(
+                    table, r, seeds)
+            seconds = _number(r.get("train_seconds_mean"), path, label, "train_seconds_mean")
+            if seconds is None:
+                seconds = _seconds_from_runs(table, r, seeds)
+            rows.append(SummaryRow(block, label, [int(s) for s in seeds], values, seconds, path.as_posix()))
     if not rows:
         wanted = f" of {', '.join(blocks)}" if blocks else ""
         raise LanetError(f"no rows with finished runs{wanted} in {', '.join(p.as_posix() for p in paths)}")
