@@ -145,7 +145,7 @@ def test_input_kinds_agree(model_file, faces, tmp_path):
     img = scene(faces)
     img.save(tmp_path / "a.png")
     pred = Predictor(model_file, device="cpu")
-    arr = np.asarray(img)
+    arr = np.array(img)  # writable: torch.from_numpy warns on a read-only array
     variants = [str(tmp_path / "a.png"), tmp_path / "a.png", arr, img, torch.from_numpy(arr),
                 arr.astype(np.float32) / 255]
     probs = []
