@@ -25,6 +25,7 @@ from typing import Any
 
 from ..errors import LanetError
 from ..fileutil import atomic_open, csv_cell
+from .render import mean_std
 
 RULES = (  # (JSON field of the mean, its _std, column heading)
     ("test_accuracy_mean", "test_accuracy_std", "final (%)"),
@@ -85,8 +86,6 @@ def _row_runs(table: dict[str, Any], row: dict[str, Any], seeds: list[int]) -> l
 def _last5_from_runs(table: dict[str, Any], row: dict[str, Any], seeds: list[int]) -> tuple[float | None, ...]:
     """Mean and sample std over ``seeds`` of each run's mean test accuracy over its last 5 epochs, from the per-epoch
     test accuracy the table keeps for its runs; (None, None) unless every seed's run has 5 epochs or more."""
-    from .render import mean_std
-
     runs = _row_runs(table, row, seeds)
     curves = [[a for a in run.get("test_accuracy_per_epoch") or [] if isinstance(a, (int, float))]
               for run in runs or []]
